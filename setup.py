@@ -1,0 +1,45 @@
+"""Pure-Python install of daenr_fast.
+
+No compiler is needed at install time: the C++/CUDA sources in ``csrc/`` are shipped inside the package
+(as ``daenr_fast/csrc``) and compiled on first use; the Triton kernels in ``kernels/`` are installed as the
+subpackage ``daenr_fast.kernels``.
+"""
+from setuptools import setup
+
+setup(
+    name="daenr_fast",
+    version="0.1.0",
+    description="DAE-NR (autoencoders with a neural-response readout) with fused CPU/CUDA/Triton kernels",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "daenr_fast",
+        "daenr_fast.commands",
+        "daenr_fast.ops",
+        "daenr_fast.nn",
+        "daenr_fast.models",
+        "daenr_fast.data",
+        "daenr_fast.train",
+        "daenr_fast.experiments",
+        "daenr_fast.kernels",
+        "daenr_fast.csrc",
+    ],
+    package_dir={"daenr_fast.kernels": "kernels", "daenr_fast.csrc": "csrc"},
+    package_data={"daenr_fast.csrc": ["*.cpp", "*.h", "cpu/*.cpp", "cpu/*.h", "cuda/*.cu", "cuda/*.cuh"]},
+    include_package_data=False,
+    install_requires=[
+        "torch>=2.4",
+        "numpy",
+        "scipy",
+        "scikit-image",
+        "matplotlib",
+        "tqdm",
+        "ninja",
+    ],
+    extras_require={
+        "triton": ["triton"],
+        "test": ["pytest", "pytest-benchmark"],
+    },
+    entry_points={"console_scripts": ["daenr=daenr_fast.cli:main"]},
+)
