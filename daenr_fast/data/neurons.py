@@ -1,0 +1,138 @@
+"""A model V1 population: simple cells (one Gabor filter) and complex cells (energy of a quadrature pair).
+
+Every neuron ``i`` has a Gabor receptive field on the ``S x S`` stimulus grid (pixel coordinates, row then
+column), centred at ``c_i``, with orientation ``theta_i``, envelope width ``sigma_i``, wavelength ``lambda_i``,
+phase ``phi_i`` and aspect ratio ``gamma_i``::
+
+    g_i(p) = exp(-(u^2 + gamma^2 v^2) / (2 sigma^2)) * cos(2 pi u / lambda + phi),   (u, v) = R(theta)(p - c)
+
+made zero-mean (a neuron sees contrast, not luminance) and unit-norm. The linear drive is ``L_i(x) = <g_i, x>``;
+the quadrature partner uses ``phi + pi/2``. A simple cell's drive is ``L_i``, a complex cell's is the energy
+``sqrt(L_even^2 + L_odd^2)``. Drives are standardised with their mean and spread over a reference stimulus set,
+then pass through the rate nonlinearity of :func:`rates`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Population:
+    """Receptive-field parameters of ``n`` model neurons (all arrays have length ``n``).
+
+    Attributes:
+        centers: (n, 2) RF centres, (row, col) in stimulus pixels.
+        orientation: (n,) radians in [0, pi).
+        sigma: (n,) Gaussian envelope width, pixels.
+        wavelength: (n,) carrier wavelength, pixels.
+        phase: (n,) carrier phase, radians.
+        aspect: (n,) envelope aspect ratio gamma.
+        complex_cell: (n,) bool, True for an energy-model complex cell.
+        mean_rate: (n,) target mean spike count per stimulus.
+        slope: (n,) gain of the standardised drive inside the nonlinearity.
+        size: stimulus side ``S`` in pixels.
+    """
+
+    centers: np.ndarray
+    orientation: np.ndarray
+    sigma: np.ndarray
+    wavelength: np.ndarray
+    phase: np.ndarray
+    aspect: np.ndarray
+    complex_cell: np.ndarray
+    mean_rate: np.ndarray
+    slope: np.ndarray
+    size: int
+
+    @property
+    def n(self) -> int:
+        return len(self.orientation)
+
+    @property
+    def cell_types(self) -> np.ndarray:
+        """(n,) strings ``"simple"`` / ``"complex"``."""
+        return np.where(self.complex_cell, "complex", "simple")
+
+
+def gabor_filters(pop: Population, phase_shift: float = 0.0) -> np.ndarray:
+    """Zero-mean, unit-norm Gabor filters.
+
+    Returns:
+        (n, S, S) float64, carrier phase ``phase + phase_shift``.
+    """
+    grid = np.arange(pop.size, dtype=np.float64)
+    dr = grid[None, :, None] - pop.centers[:, 0, None, None]
+    dc = grid[None, None, :] - pop.centers[:, 1, None, None]
+    cos_t = np.cos(pop.orientation)[:, None, None]
+    sin_t = np.sin(pop.orientation)[:, None, None]
+    u = dc * cos_t + dr * sin_t
+    v = -dc * sin_t + dr * cos_t
+    sig = pop.sigma[:, None, None]
+    env = np.exp(-(u**2 + (pop.aspect[:, None, None] * v) ** 2) / (2 * sig**2))
+    carrier = np.cos(2 * np.pi * u / pop.wavelength[:, None, None] + (pop.phase + phase_shift)[:, None, None])
+    g = env * carrier
+    g -= env * (g.sum(axis=(1, 2)) / env.sum(axis=(1, 2)))[:, None, None]
+    g /= np.linalg.norm(g.reshape(pop.n, -1), axis=1)[:, None, None]
+    return g
+
+
+def envelopes(pop: Population, size: int) -> np.ndarray:
+    """Gaussian RF envelopes on a ``size x size`` grid covering the same field as the stimulus.
+
+    Returns:
+        (n, size, size) float32, peak 1.
+    """
+    scale = size / pop.size
+    grid = (np.arange(size) + 0.5) / scale - 0.5
+    dr = grid[None, :, None] - pop.centers[:, 0, None, None]
+    dc = grid[None, None, :] - pop.centers[:, 1, None, None]
+    cos_t = np.cos(pop.orientation)[:, None, None]
+    sin_t = np.sin(pop.orientation)[:, None, None]
+    u = dc * cos_t + dr * sin_t
+    v = -dc * sin_t + dr * cos_t
+    sig = pop.sigma[:, None, None]
+    env = np.exp(-(u**2 + (pop.aspect[:, None, None] * v) ** 2) / (2 * sig**2))
+    return (env / env.max(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+def raw_drive(pop: Population, images: np.ndarray) -> np.ndarray:
+    """Unstandardised drive: ``L_i`` for simple cells, ``sqrt(L_even^2 + L_odd^2)`` for complex cells.
+
+    Args:
+        images: (N, S, S) stimuli.
+
+    Returns:
+        (N, n) float64.
+    """
+    x = images.reshape(len(images), -1).astype(np.float64)
+    even = x @ gabor_filters(pop).reshape(pop.n, -1).T
+    odd = x @ gabor_filters(pop, np.pi / 2).reshape(pop.n, -1).T
+    energy = np.sqrt(even**2 + odd**2)
+    return np.where(pop.complex_cell[None, :], energy, even)
+
+
+def rates(drive: np.ndarray, reference: np.ndarray, pop: Population, spontaneous: float) -> np.ndarray:
+    """Noise-free spike rates from raw drives.
+
+    With ``z`` the drive standardised by the mean and standard deviation of ``reference``::
+
+        rate_i(x) = m_i * (s + (1 - s) * exp(b_i z_i(x)) / mean_ref exp(b_i z_i))
+
+    so every neuron's mean rate over the reference stimuli is exactly ``m_i`` (``pop.mean_rate``), a fraction
+    ``s`` of it spontaneous; ``b_i`` (``pop.slope``) sets how strongly the stimulus modulates the rate.
+
+    Args:
+        drive: (N, n) raw drives (:func:`raw_drive`).
+        reference: (M, n) raw drives of the reference set (the training stimuli).
+        spontaneous: ``s`` in [0, 1).
+
+    Returns:
+        (N, n) float64 rates, all > 0 when ``s > 0``.
+    """
+    mu, sd = reference.mean(axis=0), reference.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    gain = lambda d: np.exp(pop.slope * (d - mu) / sd)  # noqa: E731
+    norm = gain(reference).mean(axis=0)
+    return pop.mean_rate * (spontaneous + (1.0 - spontaneous) * gain(drive) / norm)

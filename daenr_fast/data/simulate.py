@@ -1,0 +1,106 @@
+"""The built-in simulated V1 experiment (:func:`simulate`).
+
+Natural-image patches (:mod:`.stimuli`) are shown to a population of model simple and complex cells
+(:mod:`.neurons`) whose receptive fields cluster around a region-specific position; responses are Poisson spike
+counts of the noise-free rates. Training images are shown once, the 50 test images ``n_repeats`` times with
+independent draws. Sizes and calibration per region are in :mod:`.regions`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .dataset import NeuralDataset
+from .neurons import Population, envelopes, raw_drive, rates
+from .regions import (
+    ASPECT_RANGE, COMPLEX_FRACTION, MEAN_RATE_SPREAD, SIGMA_PER_WAVELENGTH, SIGMA_RANGE, SLOPE_SPREAD,
+    STIMULUS_SIZE, RegionSpec, region_spec,
+)
+from .stimuli import natural_patches
+
+#: Side of the preprocessed images the ground-truth RF coordinates refer to.
+MODEL_SIZE = 32
+
+
+def to_model_coords(points: np.ndarray, size: int = STIMULUS_SIZE, model_size: int = MODEL_SIZE) -> np.ndarray:
+    """Map pixel coordinates of a ``size``-pixel image to a ``model_size``-pixel resize of it (pixel centres)."""
+    return (np.asarray(points, dtype=np.float64) + 0.5) * (model_size / size) - 0.5
+
+
+def sample_population(spec: RegionSpec, rng: np.random.Generator) -> Population:
+    """Random receptive fields for the ``spec.n_neurons`` neurons of a region."""
+    n = spec.n_neurons
+    lo, hi = 4.0, STIMULUS_SIZE - 5.0
+    centers = np.clip(np.asarray(spec.center) + rng.normal(0.0, spec.center_spread, (n, 2)), lo, hi)
+    sigma = np.exp(rng.uniform(np.log(SIGMA_RANGE[0]), np.log(SIGMA_RANGE[1]), n))
+    mean_rate = rng.lognormal(0.0, MEAN_RATE_SPREAD, n)
+    return Population(
+        centers=centers,
+        orientation=rng.uniform(0.0, np.pi, n),
+        sigma=sigma,
+        wavelength=sigma / rng.uniform(*SIGMA_PER_WAVELENGTH, n),
+        phase=rng.uniform(0.0, 2 * np.pi, n),
+        aspect=rng.uniform(*ASPECT_RANGE, n),
+        complex_cell=rng.random(n) < COMPLEX_FRACTION,
+        mean_rate=spec.mean_rate * mean_rate / mean_rate.mean(),
+        slope=spec.slope * rng.lognormal(0.0, SLOPE_SPREAD, n),
+        size=STIMULUS_SIZE,
+    )
+
+
+def simulate(region: int = 3, seed: int = 0) -> NeuralDataset:
+    """Simulate one region of the experiment.
+
+    Args:
+        region: 1, 2 or 3 (Table 7: 103 / 55 / 102 neurons, 1800 / 1260 / 1800 training images,
+            50 test images with 10 / 8 / 12 repeats).
+        seed: the same ``(region, seed)`` always gives the same dataset.
+
+    Returns:
+        A :class:`NeuralDataset` with 31 x 31 images in [0, 1], integer spike counts as float32, and
+        ``ground_truth``: ``train_rates`` (N, n), ``test_rates`` (T, n), ``rf_centers`` (n, 2) as (row, col)
+        on the 32 x 32 preprocessed image, ``rf_centers_stimulus`` (n, 2) on the 31 x 31 stimulus,
+        ``rf_envelopes`` (n, 32, 32) (Gaussian envelopes, peak 1), ``cell_types`` (n,) "simple"/"complex",
+        ``orientation``, ``sigma``, ``wavelength``, ``phase`` (n,) (pixels / radians of the stimulus grid).
+    """
+    spec = region_spec(region)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    stim_seq, pop_seq, spike_seq = np.random.SeedSequence([int(seed), spec.region]).spawn(3)
+    images = natural_patches(spec.n_train + spec.n_test, np.random.default_rng(stim_seq), STIMULUS_SIZE)
+    pop = sample_population(spec, np.random.default_rng(pop_seq))
+    drive = raw_drive(pop, images)
+    rate = rates(drive, drive[: spec.n_train], pop, spec.spontaneous)
+    train_rates, test_rates = rate[: spec.n_train], rate[spec.n_train:]
+    spikes = np.random.default_rng(spike_seq)
+    train_responses = spikes.poisson(train_rates)
+    test_responses = spikes.poisson(np.broadcast_to(test_rates, (spec.n_repeats,) + test_rates.shape))
+    ground_truth = {
+        "train_rates": train_rates.astype(np.float32),
+        "test_rates": test_rates.astype(np.float32),
+        "rf_centers": to_model_coords(pop.centers).astype(np.float32),
+        "rf_centers_stimulus": pop.centers.astype(np.float32),
+        "rf_envelopes": envelopes(pop, MODEL_SIZE),
+        "cell_types": pop.cell_types,
+        "orientation": pop.orientation.astype(np.float32),
+        "sigma": pop.sigma.astype(np.float32),
+        "wavelength": pop.wavelength.astype(np.float32),
+        "phase": pop.phase.astype(np.float32),
+    }
+    meta = {
+        "source": "simulated",
+        "region": spec.region,
+        "seed": int(seed),
+        "stimulus_size": STIMULUS_SIZE,
+        "intensity_range": [0.0, 1.0],
+        "response_unit": "spike count",
+    }
+    return NeuralDataset(
+        train_images=images[: spec.n_train],
+        train_responses=train_responses,
+        test_images=images[spec.n_train:],
+        test_responses=test_responses,
+        neuron_ids=np.arange(spec.n_neurons),
+        meta=meta,
+        ground_truth=ground_truth,
+        name=f"sim-region{spec.region}",
+    )

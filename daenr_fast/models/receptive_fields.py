@@ -1,0 +1,116 @@
+"""Receptive-field estimates from data, for the fixed-mask (FM) readout.
+
+Each neuron's RF centre is estimated from the training images before training, by ridge regression of the
+responses on two fixed pixel features, both linear in the weights:
+
+* linear:  s_n ~ x . w_n            (simple-cell-like, phase-sensitive RFs)
+* energy:  s_n ~ (x - xbar)^2 . v_n (complex-cell-like, phase-invariant RFs)
+
+with x the flattened (N,P) images. For X = U diag(d) V^T the ridge solution and its hat matrix are
+
+    W(lam) = V diag(d / (d^2 + lam)) U^T Y,   H(lam) = U diag(d^2 / (d^2 + lam)) U^T,
+
+and lam is chosen per feature set by generalised cross-validation,
+``GCV(lam) = ||Y - H Y||_F^2 / (N - tr H)^2``. For each neuron the feature set with the smaller
+leave-one-out (GCV) error wins; its weight map is smoothed with a small Gaussian and the peak of ``|map|`` is
+the RF centre (row, col) in image pixels. :func:`gaussian_masks` turns centres into normalised Gaussian masks on
+the (coarser) grid of an encoder layer.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+#: ridge penalties tried, as multiples of the mean squared singular value of the design matrix
+RIDGE_GRID = tuple(10.0 ** k for k in range(-4, 3))
+
+
+def _ridge_gcv(x: Tensor, y: Tensor):
+    """Ridge of y (N,n) on x (N,P), both centred; lam by GCV. Returns (weights (P,n), per-neuron GCV error (n,))."""
+    n_samples = x.shape[0]
+    u, d, vh = torch.linalg.svd(x, full_matrices=False)
+    uty = u.T @ y
+    scale = d.pow(2).mean()
+    best = None
+    for mult in RIDGE_GRID:
+        lam = mult * scale
+        shrink = d.pow(2) / (d.pow(2) + lam)
+        residual = y - u @ (shrink[:, None] * uty)
+        dof = shrink.sum()
+        per_neuron = residual.pow(2).sum(0) / (n_samples - dof).clamp_min(1.0) ** 2
+        if best is None or per_neuron.sum() < best[0].sum():
+            weights = vh.T @ ((d / (d.pow(2) + lam))[:, None] * uty)
+            best = (per_neuron, weights)
+    return best[1], best[0]
+
+
+def _smooth(maps: Tensor, sigma: float) -> Tensor:
+    """Gaussian blur of maps (n,S,S) with standard deviation ``sigma`` pixels (zero padding)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=maps.dtype)
+    k = torch.exp(-t.pow(2) / (2 * sigma ** 2))
+    k = (k / k.sum()).to(maps.device)
+    out = maps[:, None]
+    out = torch.nn.functional.conv2d(out, k.view(1, 1, -1, 1), padding=(radius, 0))
+    out = torch.nn.functional.conv2d(out, k.view(1, 1, 1, -1), padding=(0, radius))
+    return out[:, 0]
+
+
+@torch.no_grad()
+def receptive_field_maps(images: Tensor, responses: Tensor, smooth_sigma: float = 1.0) -> Tensor:
+    """Per-neuron RF maps (n,S,S): smoothed ``|weights|`` of the better of the linear and energy ridge fits.
+
+    Args:
+        images: (N,1,S,S) or (N,S,S) training stimuli.
+        responses: (N,n) training responses.
+        smooth_sigma: blur (pixels) applied to each map before the peak is taken.
+    """
+    if images.dim() == 4:
+        images = images[:, 0]
+    if images.dim() != 3 or responses.dim() != 2 or images.shape[0] != responses.shape[0]:
+        raise ValueError(f"images must be (N,1,S,S) and responses (N,n) with the same N, got "
+                         f"{tuple(images.shape)} and {tuple(responses.shape)}")
+    n_images, size = images.shape[0], images.shape[-1]
+    x = images.reshape(n_images, -1).double()
+    x = x - x.mean(0)
+    y = responses.double() - responses.double().mean(0)
+    energy = x.pow(2)
+    energy = energy - energy.mean(0)
+    w_lin, err_lin = _ridge_gcv(x, y)
+    w_en, err_en = _ridge_gcv(energy, y)
+    weights = torch.where((err_lin <= err_en)[None, :], w_lin, w_en)
+    maps = weights.T.reshape(-1, size, size).abs()
+    return _smooth(maps, smooth_sigma).float()
+
+
+def map_peaks(maps: Tensor) -> Tensor:
+    """(row, col) of the maximum of each map (n,H,W) -> (n,2) float, in the maps' own pixel units."""
+    flat = maps.flatten(1).argmax(1)
+    width = maps.shape[-1]
+    return torch.stack([flat // width, flat % width], 1).float()
+
+
+def gaussian_masks(centers: Tensor, grid: int, image_size: int = 32, sigma: float = 3.0) -> Tensor:
+    """Normalised Gaussian masks on a ``grid`` x ``grid`` layer for RF centres given in image pixels.
+
+    Cell (i, j) of the grid has its centre at image coordinates ``((i + 1/2) S/g - 1/2, (j + 1/2) S/g - 1/2)``;
+    ``mask[n,i,j] ∝ exp(-|cell_ij - c_n|^2 / (2 sigma^2))`` with ``sum_ij mask[n,i,j] = 1``.
+
+    Args:
+        centers: (n,2) RF centres (row, col) in image pixels.
+        grid: side of the layer's spatial grid (16 for h1/h2, 8 for h3/h4).
+        image_size: side of the image (32).
+        sigma: Gaussian standard deviation in image pixels.
+
+    Returns:
+        masks (n, grid, grid), float32.
+    """
+    if sigma <= 0:
+        raise ValueError(f"fm_sigma must be positive (pixels), got {sigma}")
+    coords = (torch.arange(grid, dtype=torch.float32) + 0.5) * (image_size / grid) - 0.5
+    rows = coords.view(1, grid, 1) - centers[:, 0].float().view(-1, 1, 1)
+    cols = coords.view(1, 1, grid) - centers[:, 1].float().view(-1, 1, 1)
+    masks = torch.exp(-(rows.pow(2) + cols.pow(2)) / (2 * sigma ** 2))
+    return masks / masks.flatten(1).sum(1).view(-1, 1, 1)

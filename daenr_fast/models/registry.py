@@ -1,0 +1,102 @@
+"""Model names and :func:`build_model`.
+
+Names: the 9 joint models ``{cae,vae,vq-vae}-{fr,fc,fm}``, the autoencoder baselines ``cae``, ``vae``,
+``vq-vae`` and the readout-only baselines ``cnn-fr``, ``cnn-fc``, ``cnn-fm``. The readout layer i (1..4) is a
+separate argument; the paper writes the pair as e.g. CAE-FR2 (:func:`display_name`).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from torch import nn
+
+from daenr_fast.models.cae import CAE
+from daenr_fast.models.encoder import Encoder, check_layer, feature_shape
+from daenr_fast.models.joint import DAENR, AutoencoderBaseline, CNNBaseline
+from daenr_fast.models.readouts import READOUTS, build_readout
+from daenr_fast.models.vae import VAE
+from daenr_fast.models.vqvae import VQVAE
+
+AUTOENCODERS = ("cae", "vae", "vq-vae")
+JOINT_MODELS = tuple(f"{ae}-{ro}" for ae in AUTOENCODERS for ro in READOUTS)
+CNN_BASELINES = tuple(f"cnn-{ro}" for ro in READOUTS)
+BASELINES = AUTOENCODERS + CNN_BASELINES
+MODEL_NAMES = JOINT_MODELS + BASELINES
+
+#: options :func:`build_model` accepts besides name, layer and n_neurons, with their defaults
+MODEL_OPTIONS = {
+    "channels": 48,          # filters per conv layer
+    "latent_dim": 100,       # CAE / VAE latent size
+    "num_codes": 256,        # VQ-VAE codebook size K
+    "code_dim": 32,          # VQ-VAE code dimension D
+    "commitment": 0.25,      # VQ-VAE commitment weight
+    "vq_ema": True,          # EMA codebook updates
+    "vq_decay": 0.99,        # EMA decay
+    "init_noise": 1e-3,      # std of the initial readout weights
+    "fm_sigma": 3.0,         # FM Gaussian mask std, image pixels
+}
+
+
+def split_name(name: str) -> Tuple[Optional[str], Optional[str]]:
+    """``"vq-vae-fm" -> ("vq-vae", "fm")``, ``"cae" -> ("cae", None)``, ``"cnn-fr" -> (None, "fr")``."""
+    check_model_name(name)
+    if name in AUTOENCODERS:
+        return name, None
+    head, _, readout = name.rpartition("-")
+    return (None if head == "cnn" else head), readout
+
+
+def check_model_name(name: str) -> str:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+    return name
+
+
+def display_name(name: str, layer: int) -> str:
+    """The paper's label: ``("cae-fr", 2) -> "CAE-FR2"``; autoencoder baselines carry no layer (``"VQ-VAE"``)."""
+    return name.upper() if name in AUTOENCODERS else f"{name.upper()}{layer}"
+
+
+def _autoencoder(kind: str, opts: dict) -> nn.Module:
+    if kind == "cae":
+        return CAE(latent_dim=opts["latent_dim"], channels=opts["channels"])
+    if kind == "vae":
+        return VAE(latent_dim=opts["latent_dim"], channels=opts["channels"])
+    return VQVAE(num_codes=opts["num_codes"], code_dim=opts["code_dim"], commitment=opts["commitment"],
+                 ema=opts["vq_ema"], decay=opts["vq_decay"], channels=opts["channels"])
+
+
+def build_model(name: str, layer: int = 2, n_neurons: Optional[int] = None, **cfg) -> nn.Module:
+    """Build a registry model.
+
+    Args:
+        name: one of :data:`MODEL_NAMES`.
+        layer: encoder layer i in 1..4 the readout taps (validated but unused by the autoencoder baselines).
+        n_neurons: number of recorded neurons (required when the model has a readout).
+        **cfg: any of :data:`MODEL_OPTIONS`.
+
+    Returns:
+        a :class:`~daenr_fast.models.joint.DAENR`, :class:`~daenr_fast.models.joint.AutoencoderBaseline` or
+        :class:`~daenr_fast.models.joint.CNNBaseline`; each maps x (B,1,32,32) to a
+        :class:`~daenr_fast.models.joint.ModelOutput`. An FM readout's mask still has to be fitted to the
+        training data (``model.readout.fit(images, responses)``; the trainer does it).
+    """
+    ae_kind, readout_kind = split_name(name)
+    check_layer(layer)
+    unknown = sorted(set(cfg) - set(MODEL_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown model option(s) {', '.join(unknown)}; valid: {', '.join(MODEL_OPTIONS)}")
+    opts = {**MODEL_OPTIONS, **cfg}
+    for key in ("channels", "latent_dim", "num_codes", "code_dim"):
+        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1:
+            raise ValueError(f"{key} must be a positive integer, got {opts[key]!r}")
+    if readout_kind is None:
+        return AutoencoderBaseline(name, _autoencoder(ae_kind, opts))
+    if isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1:
+        raise ValueError(f"model {name!r} has a readout: n_neurons must be a positive integer, got {n_neurons!r}")
+    in_shape = feature_shape(layer, opts["channels"])
+    readout = build_readout(readout_kind, in_shape, n_neurons, init_noise=opts["init_noise"],
+                            fm_sigma=opts["fm_sigma"])
+    if ae_kind is None:
+        return CNNBaseline(name, Encoder(1, opts["channels"], depth=layer), readout, layer)
+    return DAENR(name, _autoencoder(ae_kind, opts), readout, layer)
