@@ -117,6 +117,8 @@ def load_extension(op: str, verbose: bool = False) -> bool:
 
     Raises :class:`ExtensionUnavailable` with the reason when it cannot be built.
     """
+    if op in _loaded:  # lock-free fast path (also what torch.compile traces)
+        return _loaded[op]
     with _lock:
         if op in _loaded:
             return _loaded[op]
