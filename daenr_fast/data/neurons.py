@@ -31,7 +31,7 @@ class Population:
         aspect: (n,) envelope aspect ratio gamma.
         complex_cell: (n,) bool, True for an energy-model complex cell.
         mean_rate: (n,) target mean spike count per stimulus.
-        slope: (n,) gain of the standardised drive inside the nonlinearity.
+        slope: (n,) gain of the standardised drive inside the nonlinearity (see :func:`calibrate_slopes`).
         size: stimulus side ``S`` in pixels.
     """
 
@@ -113,26 +113,72 @@ def raw_drive(pop: Population, images: np.ndarray) -> np.ndarray:
     return np.where(pop.complex_cell[None, :], energy, even)
 
 
-def rates(drive: np.ndarray, reference: np.ndarray, pop: Population, spontaneous: float) -> np.ndarray:
-    """Noise-free spike rates from raw drives.
+def gaussianize(drive: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Map drives to standard-normal scores through their distribution over the reference stimuli.
 
-    With ``z`` the drive standardised by the mean and standard deviation of ``reference``::
-
-        rate_i(x) = m_i * (s + (1 - s) * exp(b_i z_i(x)) / mean_ref exp(b_i z_i))
-
-    so every neuron's mean rate over the reference stimuli is exactly ``m_i`` (``pop.mean_rate``), a fraction
-    ``s`` of it spontaneous; ``b_i`` (``pop.slope``) sets how strongly the stimulus modulates the rate.
+    ``z = Phi^-1(F(d))`` with ``F`` the empirical CDF of each neuron's reference drives (mid-ranks,
+    ``(rank + 1/2) / M``): the neuron's response curve is matched to the statistics of natural images
+    (histogram equalisation), so ``z`` is standard normal over the reference set.
 
     Args:
-        drive: (N, n) raw drives (:func:`raw_drive`).
-        reference: (M, n) raw drives of the reference set (the training stimuli).
-        spontaneous: ``s`` in [0, 1).
+        drive: (N, n) raw drives.
+        reference: (M, n) raw drives of the reference stimuli.
 
     Returns:
-        (N, n) float64 rates, all > 0 when ``s > 0``.
+        (N, n) float64.
     """
-    mu, sd = reference.mean(axis=0), reference.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    gain = lambda d: np.exp(pop.slope * (d - mu) / sd)  # noqa: E731
-    norm = gain(reference).mean(axis=0)
-    return pop.mean_rate * (spontaneous + (1.0 - spontaneous) * gain(drive) / norm)
+    from scipy.special import ndtri
+
+    m = reference.shape[0]
+    ref = np.sort(reference, axis=0)
+    z = np.empty(drive.shape, dtype=np.float64)
+    for i in range(drive.shape[1]):
+        below = np.searchsorted(ref[:, i], drive[:, i], side="left")
+        upto = np.searchsorted(ref[:, i], drive[:, i], side="right")
+        z[:, i] = ndtri(np.clip((0.5 * (below + upto)) / m, 0.5 / m, 1.0 - 0.5 / m))
+    return z
+
+
+def rates(z: np.ndarray, pop: Population) -> np.ndarray:
+    """Noise-free spike rates ``rate_i = m_i * exp(b_i z_i - b_i^2 / 2)``.
+
+    For standard-normal ``z`` (:func:`gaussianize`) the rate is log-normal with mean ``m_i`` (``pop.mean_rate``)
+    and squared coefficient of variation ``exp(b_i^2) - 1`` (``b_i`` = ``pop.slope``).
+
+    Args:
+        z: (N, n) standardised drives.
+
+    Returns:
+        (N, n) float64, all > 0.
+    """
+    return pop.mean_rate * np.exp(pop.slope * z - 0.5 * pop.slope**2)
+
+
+def reliability(oracle: np.ndarray, repeats: int) -> np.ndarray:
+    """Single-trial reliability ``rho`` whose leave-one-out oracle correlation with ``R`` repeats is ``oracle``.
+
+    With signal variance ``v`` and noise variance ``e`` of a single trial, ``rho = v / (v + e)`` and the
+    correlation of one trial with the mean of the other ``R - 1`` is ``o = rho / sqrt(rho + (1 - rho)/(R - 1))``;
+    this inverts it: ``rho = (a + sqrt(a^2 + 4 o^2 / (R - 1))) / 2`` with ``a = o^2 (R - 2) / (R - 1)``.
+    """
+    o2 = np.asarray(oracle, dtype=np.float64) ** 2
+    a = o2 * (repeats - 2) / (repeats - 1)
+    return 0.5 * (a + np.sqrt(a * a + 4.0 * o2 / (repeats - 1)))
+
+
+def slopes_for_oracle(oracle: np.ndarray, mean_rate: np.ndarray, repeats: int) -> np.ndarray:
+    """Slopes ``b_i`` that give Poisson neurons of log-normal rate the expected oracle correlation ``oracle``.
+
+    Poisson noise has variance ``m`` (the mean rate), so reliability ``rho`` needs signal variance
+    ``v = m rho / (1 - rho)``, i.e. a rate coefficient of variation ``c^2 = v / m^2`` and ``b = sqrt(log(1 + c^2))``.
+
+    Args:
+        oracle: (n,) target oracle correlations in (0, 1).
+        mean_rate: (n,) mean rates ``m``.
+
+    Returns:
+        (n,) float64.
+    """
+    rho = reliability(oracle, repeats)
+    cv2 = rho / ((1.0 - rho) * mean_rate)
+    return np.sqrt(np.log1p(cv2))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .dataset import NeuralDataset
-from .neurons import Population, envelopes, raw_drive, rates
+from .neurons import Population, envelopes, gaussianize, raw_drive, rates, slopes_for_oracle
 from .regions import (
-    ASPECT_RANGE, COMPLEX_FRACTION, MEAN_RATE_SPREAD, SIGMA_PER_WAVELENGTH, SIGMA_RANGE, SLOPE_SPREAD,
+    ASPECT_RANGE, COMPLEX_FRACTION, MEAN_RATE_SPREAD, ORACLE_SPREAD, SIGMA_PER_WAVELENGTH, SIGMA_RANGE,
     STIMULUS_SIZE, RegionSpec, region_spec,
 )
 from .stimuli import natural_patches
@@ -42,9 +42,15 @@ def sample_population(spec: RegionSpec, rng: np.random.Generator) -> Population:
         aspect=rng.uniform(*ASPECT_RANGE, n),
         complex_cell=rng.random(n) < COMPLEX_FRACTION,
         mean_rate=spec.mean_rate * mean_rate / mean_rate.mean(),
-        slope=spec.slope * rng.lognormal(0.0, SLOPE_SPREAD, n),
+        slope=np.ones(n),
         size=STIMULUS_SIZE,
     )
+
+
+def reliability_targets(spec: RegionSpec, rng: np.random.Generator) -> np.ndarray:
+    """(n,) per-neuron expected oracle correlations: logit-normal around ``spec.oracle`` (its median)."""
+    logit = np.log(spec.oracle / (1.0 - spec.oracle)) + rng.normal(0.0, ORACLE_SPREAD, spec.n_neurons)
+    return 1.0 / (1.0 + np.exp(-logit))
 
 
 def simulate(region: int = 3, seed: int = 0) -> NeuralDataset:
@@ -68,8 +74,10 @@ def simulate(region: int = 3, seed: int = 0) -> NeuralDataset:
     stim_seq, pop_seq, spike_seq = np.random.SeedSequence([int(seed), spec.region]).spawn(3)
     images = natural_patches(spec.n_train + spec.n_test, np.random.default_rng(stim_seq), STIMULUS_SIZE)
     pop = sample_population(spec, np.random.default_rng(pop_seq))
+    target = reliability_targets(spec, np.random.default_rng(pop_seq.spawn(1)[0]))
+    pop.slope = slopes_for_oracle(target, pop.mean_rate, spec.n_repeats)
     drive = raw_drive(pop, images)
-    rate = rates(drive, drive[: spec.n_train], pop, spec.spontaneous)
+    rate = rates(gaussianize(drive, drive[: spec.n_train]), pop)
     train_rates, test_rates = rate[: spec.n_train], rate[spec.n_train:]
     spikes = np.random.default_rng(spike_seq)
     train_responses = spikes.poisson(train_rates)
@@ -85,6 +93,8 @@ def simulate(region: int = 3, seed: int = 0) -> NeuralDataset:
         "sigma": pop.sigma.astype(np.float32),
         "wavelength": pop.wavelength.astype(np.float32),
         "phase": pop.phase.astype(np.float32),
+        "slope": pop.slope.astype(np.float32),
+        "target_oracle": target.astype(np.float32),
     }
     meta = {
         "source": "simulated",
