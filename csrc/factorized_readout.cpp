@@ -48,6 +48,11 @@ ReadoutDims dims_of(const at::Tensor& x, const at::Tensor& spatial) {
   return {x.size(0), x.size(1), x.size(2) * x.size(3), spatial.size(0)};
 }
 
+// Float32 scratch for the split-K partial sums, from the caching allocator on x's device and stream.
+at::Tensor split_k_workspace(int64_t floats, const at::Tensor& x) {
+  return at::empty({floats}, x.options().dtype(at::kFloat));
+}
+
 template <typename F>
 void dispatch_cuda_dtype(at::ScalarType t, F&& f) {
   switch (t) {
@@ -66,9 +71,11 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& spatial, const at
   if (y.numel() == 0) return y;
   auto stream = at::cuda::getCurrentCUDAStream().stream();
   const void* b = bias.has_value() ? bias->data_ptr() : nullptr;
+  const ReadoutDims dims = dims_of(x, spatial);
+  auto workspace = split_k_workspace(daenr::cuda::factorized_readout_forward_workspace(dims), x);
   dispatch_cuda_dtype(x.scalar_type(), [&](daenr::cuda::DType dt) {
     daenr::cuda::factorized_readout_forward(dt, x.data_ptr(), spatial.data_ptr(), features.data_ptr(), b,
-                                            y.data_ptr(), dims_of(x, spatial), stream);
+                                            y.data_ptr(), dims, workspace.data_ptr<float>(), stream);
   });
   return y;
 }
@@ -85,10 +92,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(const a
   auto gb = grad.to(at::kFloat).sum(0).to(x.scalar_type());
   if (x.size(0) == 0) return {gx, gm.zero_(), gw.zero_(), gb};
   auto stream = at::cuda::getCurrentCUDAStream().stream();
+  const ReadoutDims dims = dims_of(x, spatial);
+  auto workspace = split_k_workspace(daenr::cuda::factorized_readout_backward_workspace(dims), x);
   dispatch_cuda_dtype(x.scalar_type(), [&](daenr::cuda::DType dt) {
     daenr::cuda::factorized_readout_backward(dt, grad.data_ptr(), x.data_ptr(), spatial.data_ptr(),
-                                             features.data_ptr(), gx.data_ptr(), gm.data_ptr(), gw.data_ptr(),
-                                             dims_of(x, spatial), stream);
+                                             features.data_ptr(), gx.data_ptr(), gm.data_ptr(), gw.data_ptr(), dims,
+                                             workspace.data_ptr<float>(), stream);
   });
   return {gx, gm, gw, gb};
 }
