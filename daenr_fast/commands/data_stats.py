@@ -1,0 +1,35 @@
+"""``daenr data-stats``: the response statistics of any dataset (simulated, Antolik folder, .npz)."""
+from __future__ import annotations
+
+NAME = "data-stats"
+HELP = "print response statistics (mean, zeros, sparseness, oracle correlation) of datasets"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "datasets", nargs="+", metavar="PATH_OR_NAME",
+        help="sim:region{1,2,3}[:seed=N], antolik:PATH/regionK, an Antolik region folder, or PATH.npz",
+    )
+    parser.add_argument("--no-targets", action="store_true",
+                        help="do not print the calibration targets under simulated regions")
+
+
+def _resolve(name: str) -> str:
+    import os
+
+    if os.path.isdir(name):
+        return "antolik:" + name
+    return name
+
+
+def run(args) -> int:
+    from daenr_fast.data import REGIONS, format_stats, load, stats
+
+    rows, targets = [], []
+    for name in args.datasets:
+        dataset = load(_resolve(name))
+        rows.append(stats(dataset))
+        region = dataset.meta.get("region") if dataset.meta.get("source") == "simulated" else None
+        targets.append(None if args.no_targets or region not in REGIONS else REGIONS[region].targets)
+    print(format_stats(rows, targets))
+    return 0

@@ -1,0 +1,150 @@
+"""Preprocessing as in the paper: images resized to 32 x 32, intensities mapped to [-1, 1] (:func:`prepare`).
+
+* Resize: bilinear interpolation with pixel centres aligned (``torch.nn.functional.interpolate``,
+  ``align_corners=False``; anti-aliased when shrinking). A 31 x 31 pixel at (r, c) lands at
+  ``((r + 0.5) * 32 / 31 - 0.5, ...)``.
+* Intensities: ``x' = clip(2 (x - lo) / (hi - lo) - 1, -1, 1)`` with ``lo``, ``hi`` the minimum and maximum of the
+  resized *training* images (before the validation split), so validation and test use the training mapping.
+* Validation split: a seeded random ``val_fraction`` of the training images, unless the dataset has its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from .dataset import NeuralDataset
+
+SPLITS = ("train", "val", "test")
+
+
+def resize(images: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W) -> (N, 1, size, size) float32 tensor, bilinear, pixel centres aligned."""
+    x = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
+    if x.shape[-2:] == (size, size):
+        return x.clone()
+    shrink = x.shape[-2] > size or x.shape[-1] > size
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def to_unit_range(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``clip(2 (x - lo) / (hi - lo) - 1, -1, 1)``."""
+    return (2.0 * (x - lo) / (hi - lo) - 1.0).clamp_(-1.0, 1.0)
+
+
+class ResponseDataset(Dataset):
+    """(image, response) pairs: image (1, S, S) float32 tensor, response (n,) float32 tensor."""
+
+    def __init__(self, images: torch.Tensor, responses: torch.Tensor):
+        if len(images) != len(responses):
+            raise ValueError(f"images ({len(images)}) and responses ({len(responses)}) differ in length")
+        self.images = images
+        self.responses = responses
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index], self.responses[index]
+
+
+@dataclass
+class Splits:
+    """Preprocessed train / validation / test data.
+
+    Attributes:
+        train, val, test: :class:`ResponseDataset`; ``test`` yields the trial-averaged response.
+        test_trials: (R, T, n) single-trial test responses.
+        test_mean: (T, n) trial-averaged test responses.
+        ground_truth: the dataset's ground truth with ``train_rates`` split into ``train_rates`` and
+            ``val_rates`` like the images (and ``rf_centers`` in the coordinates of the ``size`` grid), or None.
+        train_index, val_index: rows of the dataset's training set in each split (``val_index`` is None when
+            the dataset has its own validation set).
+        intensity_range: (lo, hi), the training-image intensities mapped to -1 and 1.
+        name, meta: from the dataset.
+    """
+
+    train: ResponseDataset
+    val: ResponseDataset
+    test: ResponseDataset
+    test_trials: torch.Tensor
+    test_mean: torch.Tensor
+    ground_truth: dict | None
+    train_index: np.ndarray
+    val_index: np.ndarray | None
+    intensity_range: tuple[float, float]
+    name: str = "dataset"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.test_mean.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (N, 1, S, S), responses (N, n)) of ``split`` ("train", "val" or "test", trial-averaged)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        data = getattr(self, split)
+        return data.images, data.responses
+
+
+def prepare(dataset: NeuralDataset, val_fraction: float = 0.2, seed: int = 0, size: int = 32) -> Splits:
+    """Resize, rescale and split ``dataset`` (module docstring).
+
+    Args:
+        dataset: any :class:`NeuralDataset`.
+        val_fraction: fraction of the training images held out for validation, in [0, 1); ignored when the
+            dataset has its own validation set.
+        seed: seed of the validation split.
+        size: side of the output images.
+
+    Returns:
+        :class:`Splits`.
+    """
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if int(size) < 2:
+        raise ValueError(f"size must be >= 2, got {size!r}")
+    train_x = resize(dataset.train_images, size)
+    lo, hi = float(train_x.min()), float(train_x.max())
+    if not hi > lo:
+        raise ValueError(f"{dataset.name}: training images are constant ({lo}); cannot map intensities to [-1, 1]")
+    train_x = to_unit_range(train_x, lo, hi)
+    train_y = torch.as_tensor(dataset.train_responses)
+    n_train = len(train_x)
+    gt = dict(dataset.ground_truth) if dataset.ground_truth else None
+
+    if dataset.val_images is not None:
+        train_index, val_index = np.arange(n_train), None
+        val = ResponseDataset(to_unit_range(resize(dataset.val_images, size), lo, hi),
+                              torch.as_tensor(dataset.val_responses))
+        train = ResponseDataset(train_x, train_y)
+    else:
+        n_val = int(round(val_fraction * n_train))
+        if n_val >= n_train:
+            raise ValueError(f"val_fraction={val_fraction} leaves no training images out of {n_train}")
+        order = np.random.default_rng(seed).permutation(n_train)
+        val_index, train_index = np.sort(order[:n_val]), np.sort(order[n_val:])
+        tv, ti = torch.as_tensor(val_index), torch.as_tensor(train_index)
+        train = ResponseDataset(train_x[ti], train_y[ti])
+        val = ResponseDataset(train_x[tv], train_y[tv])
+        if gt is not None and "train_rates" in gt:
+            rates = np.asarray(gt["train_rates"])
+            gt["train_rates"], gt["val_rates"] = rates[train_index], rates[val_index]
+
+    if gt is not None and "rf_centers" in gt and size != 32:
+        gt["rf_centers"] = (np.asarray(gt["rf_centers"]) + 0.5) * (size / 32) - 0.5
+
+    test_trials = torch.as_tensor(dataset.test_responses)
+    test_mean = test_trials.mean(dim=0)
+    test = ResponseDataset(to_unit_range(resize(dataset.test_images, size), lo, hi), test_mean)
+    return Splits(train=train, val=val, test=test, test_trials=test_trials, test_mean=test_mean, ground_truth=gt,
+                  train_index=train_index, val_index=val_index, intensity_range=(lo, hi), name=dataset.name,
+                  meta=dict(dataset.meta))
