@@ -70,9 +70,9 @@ def _sources(op: str, with_cuda: bool) -> list[Path]:
     return files
 
 
-def _digest(files: list[Path], flags: list[str]) -> str:
+def _digest(op: str, files: list[Path], flags: list[str]) -> str:
     h = hashlib.sha256()
-    headers = sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh"))
+    headers = sorted(p for p in CSRC.rglob("*.h*") if p.name.startswith((op, "common")))
     for f in files + headers:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -92,7 +92,7 @@ def _compile(op: str, with_cuda: bool, verbose: bool) -> None:
             raise ExtensionUnavailable("ninja is not installed (pip install ninja)") from None
     files = _sources(op, with_cuda)
     cflags = CXX_FLAGS + (["-DDAENR_WITH_CUDA"] if with_cuda else [])
-    digest = _digest(files, cflags + (NVCC_FLAGS if with_cuda else []))
+    digest = _digest(op, files, cflags + (NVCC_FLAGS if with_cuda else []))
     name = f"daenr_fast_{op}_{'cuda' if with_cuda else 'cpu'}_{digest}"
     build_dir = cache_root() / name
     build_dir.mkdir(parents=True, exist_ok=True)

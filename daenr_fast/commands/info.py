@@ -1,0 +1,53 @@
+"""``daenr info``: versions, and every backend of every op with whether it is available and why not."""
+from __future__ import annotations
+
+import platform
+
+import torch
+
+NAME = "info"
+HELP = "print versions and which backends (torch, cpu, cuda, triton) are available for each op, and why not"
+
+OPS = ("factorized_readout", "poisson_loss", "vq_lookup")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--no-build", action="store_true",
+                        help="do not compile missing extensions; report them as not built")
+
+
+def _versions() -> list[tuple[str, str]]:
+    import numpy
+
+    import daenr_fast
+
+    rows = [("daenr_fast", daenr_fast.__version__), ("python", platform.python_version()),
+            ("torch", torch.__version__), ("numpy", numpy.__version__),
+            ("torch CUDA", torch.version.cuda or "none"),
+            ("GPU", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")]
+    try:
+        import triton
+
+        rows.append(("triton", triton.__version__))
+    except ImportError:
+        rows.append(("triton", "not installed"))
+    return rows
+
+
+def run(args) -> int:
+    import os
+
+    from daenr_fast import _build, _dispatch
+
+    if args.no_build:
+        os.environ["DAENR_FAST_NO_BUILD"] = "1"
+    for name, version in _versions():
+        print(f"{name:<12} {version}")
+    print(f"cache        {_build.cache_root()}")
+    print()
+    print(f"{'op':<20} {'backend':<8} {'available':<10} reason")
+    for op in OPS:
+        for backend in _dispatch.BACKENDS:
+            ok, why = _dispatch.backend_status(op, backend)
+            print(f"{op:<20} {backend:<8} {'yes' if ok else 'no':<10} {why}")
+    return 0
