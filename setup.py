@@ -4,7 +4,7 @@ No compiler is needed at install time: the C++/CUDA sources in ``csrc/`` are shi
 (as ``daenr_fast/csrc``) and compiled on first use; the Triton kernels in ``kernels/`` are installed as the
 subpackage ``daenr_fast.kernels``.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="daenr_fast",
@@ -13,20 +13,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "daenr_fast",
-        "daenr_fast.commands",
-        "daenr_fast.ops",
-        "daenr_fast.nn",
-        "daenr_fast.models",
-        "daenr_fast.data",
-        "daenr_fast.train",
-        "daenr_fast.experiments",
-        "daenr_fast.kernels",
-        "daenr_fast.csrc",
-    ],
+    packages=find_packages(include=["daenr_fast", "daenr_fast.*"]) + ["daenr_fast.kernels", "daenr_fast.csrc"],
     package_dir={"daenr_fast.kernels": "kernels", "daenr_fast.csrc": "csrc"},
-    package_data={"daenr_fast.csrc": ["*.cpp", "*.h", "cpu/*.cpp", "cpu/*.h", "cuda/*.cu", "cuda/*.cuh"]},
+    package_data={
+        "daenr_fast.csrc": ["*.cpp", "*.h", "cpu/*.cpp", "cpu/*.h", "cuda/*.cu", "cuda/*.cuh"],
+        "": ["*.json", "*.csv", "*.md"],
+    },
     include_package_data=False,
     install_requires=[
         "torch>=2.4",
