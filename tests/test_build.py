@@ -62,3 +62,23 @@ def test_triton_needs_interpreter_for_cpu_tensors(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     ok, why = _dispatch.triton_status(torch.device("cpu"))
     assert not ok and ("TRITON_INTERPRET" in why or "not installed" in why)
+
+
+def test_two_processes_building_at_once_both_succeed(tmp_path):
+    """Two fresh processes compile into the same empty cache at the same time; both load a working op."""
+    code = (
+        "import torch\n"
+        "from daenr_fast.ops import factorized_readout, reference\n"
+        "x=torch.randn(3,4,5,5); m=torch.randn(6,5,5); w=torch.randn(6,4)\n"
+        "y=factorized_readout(x,m,w,backend='cpu')\n"
+        "assert torch.allclose(y, reference.factorized_readout(x,m,w), atol=1e-5)\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "DAENR_FAST_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=tmp_path) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        assert out.strip() == "ok"
+    assert len(list(tmp_path.glob("daenr_fast_factorized_readout_cpu_*/*.so"))) == 1
