@@ -13,12 +13,12 @@ from .preprocess import ResponseDataset, Splits, prepare
 from .regions import REGIONS, RegionSpec, region_spec
 from .simulate import simulate
 from .spec import load
-from .stats import format_stats, lifetime_sparseness, oracle_correlation, stats
+from .stats import format_stats, lifetime_sparseness, stats
 
 __all__ = [
     "NeuralDataset", "DataError", "MissingDataFile", "validate",
     "simulate", "load", "load_antolik", "load_npz", "save_npz",
     "prepare", "Splits", "ResponseDataset",
-    "stats", "format_stats", "lifetime_sparseness", "oracle_correlation",
+    "stats", "format_stats", "lifetime_sparseness",
     "REGIONS", "RegionSpec", "region_spec",
 ]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from daenr_fast.metrics import oracle_correlation
+
 from .dataset import NeuralDataset
 
 #: Keys of :func:`stats` that are compared with calibration targets, with their column titles.
@@ -41,24 +43,11 @@ def lifetime_sparseness(responses: np.ndarray) -> np.ndarray:
     return s
 
 
-def oracle_correlation(trials: np.ndarray) -> np.ndarray:
-    """Leave-one-out oracle correlation per neuron.
-
-    Args:
-        trials: (R, T, n) responses to ``R`` repeats of ``T`` test images.
-
-    Returns:
-        (n,) float64; NaN if ``R < 2`` or a neuron's responses are constant.
-    """
-    x = np.asarray(trials, dtype=np.float64)
-    reps = x.shape[0]
-    if reps < 2:
-        return np.full(x.shape[-1], np.nan)
-    loo = (x.sum(axis=0, keepdims=True) - x) / (reps - 1)
-    a = x - x.mean(axis=(0, 1))
-    b = loo - loo.mean(axis=(0, 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(axis=(0, 1)) / np.sqrt((a * a).sum(axis=(0, 1)) * (b * b).sum(axis=(0, 1)))
+def _oracle(trials: np.ndarray) -> np.ndarray:
+    """Leave-one-out oracle per neuron (:func:`daenr_fast.metrics.oracle_correlation`); NaN with one repeat."""
+    if trials.shape[0] < 2:
+        return np.full(trials.shape[-1], np.nan)
+    return oracle_correlation(trials)
 
 
 def _median(values: np.ndarray) -> float:
@@ -83,7 +72,7 @@ def stats(dataset: NeuralDataset) -> dict:
         "mean_response": float(train.mean(dtype=np.float64)),
         "frac_zeros": float((train == 0).mean()),
         "lifetime_sparseness": _median(lifetime_sparseness(train)),
-        "oracle_correlation": _median(oracle_correlation(dataset.test_responses)),
+        "oracle_correlation": _median(_oracle(dataset.test_responses)),
     }
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from daenr_fast.data import NeuralDataset, format_stats, lifetime_sparseness, oracle_correlation, stats
+from daenr_fast.data import NeuralDataset, format_stats, lifetime_sparseness, stats
 
 
 def test_lifetime_sparseness_known_values():
@@ -15,15 +15,13 @@ def test_lifetime_sparseness_known_values():
     assert np.isnan(s[2])  # silent neuron
 
 
-def test_oracle_correlation_perfect_and_noise():
+def test_oracle_statistic_needs_two_repeats():
     rng = np.random.default_rng(0)
-    signal = rng.normal(size=(1, 40, 2))
-    trials = np.repeat(signal, 5, axis=0)
-    trials[..., 1] = rng.normal(size=(5, 40))   # pure noise neuron
-    oc = oracle_correlation(trials)
-    assert oc[0] == pytest.approx(1.0)
-    assert abs(oc[1]) < 0.2
-    assert np.isnan(oracle_correlation(trials[:1])).all()
+    d = NeuralDataset(
+        train_images=rng.random((4, 8, 8)), train_responses=rng.poisson(1.0, (4, 2)).astype(float),
+        test_images=rng.random((5, 8, 8)), test_responses=rng.poisson(1.0, (1, 5, 2)).astype(float), name="one-rep",
+    )
+    assert np.isnan(stats(d)["oracle_correlation"])
 
 
 def test_stats_on_small_dataset_and_table():
