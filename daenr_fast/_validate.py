@@ -37,3 +37,12 @@ def check_backend_dtype(backend: str, dtype: torch.dtype, allowed: dict[str, tup
     if dtype not in allowed[backend]:
         names = ", ".join(str(d).replace("torch.", "") for d in allowed[backend])
         raise TypeError(f"backend {backend!r} supports dtypes {names}; got {dtype}")
+
+
+def check_tensor_any_rank(value, name: str, layout: str) -> torch.Tensor:
+    """``value`` must be a floating tensor (any number of dimensions); ``layout`` names them, e.g. ``"(..., N)"``."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(value).__name__}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got {value.dtype}")
+    return value

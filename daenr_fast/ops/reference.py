@@ -21,3 +21,77 @@ def factorized_readout(x: torch.Tensor, spatial: torch.Tensor, features: torch.T
     if bias is not None:
         y = y + bias.to(acc)
     return y.to(dtype)
+
+
+POISSON_ACTIVATIONS = ("identity", "elu1", "softplus", "exp")
+
+
+def poisson_rate(z: torch.Tensor, activation: str) -> torch.Tensor:
+    """The rate ``r = act(z)``: identity ``z``; elu1 ``ELU(z) + 1`` (``z + 1`` for z > 0, ``exp(z)`` otherwise);
+    softplus ``log(1 + exp(z))``; exp ``exp(z)``."""
+    if activation == "identity":
+        return z
+    if activation == "elu1":
+        return torch.where(z > 0, z + 1, torch.exp(torch.clamp(z, max=0)))
+    if activation == "softplus":
+        return torch.nn.functional.softplus(z)
+    if activation == "exp":
+        return torch.exp(z)
+    raise ValueError(f"activation must be one of {POISSON_ACTIVATIONS}, got {activation!r}")
+
+
+def poisson_loss(z: torch.Tensor, target: torch.Tensor, activation: str = "identity", eps: float = 1e-8,
+                 reduction: str = "mean", per_neuron: bool = False, full: bool = False) -> torch.Tensor:
+    """Poisson negative log-likelihood of ``target`` under the rate ``r = act(z)`` (up to ``log(target!)``).
+
+    Per element ``l = r - target * log(r + eps)``; for ``activation="exp"`` the log-rate is ``z`` itself:
+    ``l = exp(z) - target * z``. ``full=True`` adds the Stirling approximation of ``log(target!)``,
+    ``target*log(target) - target + 0.5*log(2*pi*target)``, where ``target > 1`` (as ``torch.nn.PoissonNLLLoss``).
+
+    z, target (..., N) of one shape. ``reduction`` ``"mean"``/``"sum"`` over every element, or ``"none"`` (the
+    shape of z); ``per_neuron=True`` reduces over all leading dimensions only, giving (N,).
+    Half-precision inputs are computed in float32 and the result cast back.
+    """
+    dtype = z.dtype
+    acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    z, target = z.to(acc), target.to(acc)
+    if activation == "exp":
+        loss = torch.exp(z) - target * z
+    else:
+        rate = poisson_rate(z, activation)
+        loss = rate - target * torch.log(rate + eps)
+    if full:
+        safe = torch.where(target > 1, target, torch.ones_like(target))
+        stirling = safe * torch.log(safe) - safe + 0.5 * torch.log(2 * torch.pi * safe)
+        loss = loss + torch.where(target > 1, stirling, torch.zeros_like(stirling))
+    if per_neuron:
+        loss = loss.reshape(-1, loss.shape[-1])
+        loss = loss.mean(0) if reduction == "mean" else loss.sum(0)
+    elif reduction == "mean":
+        loss = loss.mean()
+    elif reduction == "sum":
+        loss = loss.sum()
+    return loss.to(dtype)
+
+
+def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest code of every row: ``idx[m] = argmin_k ||z[m] - codebook[k]||^2`` and that squared distance.
+
+    z (M,D), codebook (K,D) -> idx (M,) int64, dist (M,) in float64 for float64 inputs, float32 otherwise.
+    Distances are summed from the differences themselves in float64 (no expanded-square cancellation), a block
+    of rows at a time (at most ``chunk`` differences held); ties go to the lowest index. Differentiable in z and
+    codebook through the chosen distance.
+    """
+    out_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    m, k = z.shape[0], codebook.shape[0]
+    rows = max(1, chunk // max(1, k * z.shape[1]))
+    e = codebook.to(torch.float64)
+    idx, dist = [], []
+    for z_blk in z.to(torch.float64).split(rows) if m else []:
+        d = ((z_blk[:, None, :] - e[None, :, :]) ** 2).sum(-1)
+        best, arg = d.min(dim=1)
+        idx.append(arg)
+        dist.append(best)
+    if not idx:
+        return z.new_empty((0,), dtype=torch.int64), z.new_empty((0,), dtype=out_dtype)
+    return torch.cat(idx), torch.cat(dist).to(out_dtype)

@@ -1,0 +1,21 @@
+// CPU kernel of the fused Poisson loss (see csrc/cpu/poisson_loss_cpu.cpp).
+#pragma once
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace daenr::cpu {
+
+// Activation codes, in the order of daenr_fast.ops.reference.POISSON_ACTIVATIONS.
+enum PoissonActivation : int64_t { kIdentity = 0, kElu1 = 1, kSoftplus = 2, kExp = 3 };
+// Reduction modes: per element, over everything, over the rows of the (R, N) view (N = last dimension).
+enum PoissonMode : int64_t { kNone = 0, kTotal = 1, kPerNeuron = 2 };
+
+// Returns (loss, grad, bad): loss reduced as `mode` says (divided by the reduced count when `mean`); grad = the
+// derivative of loss wrt z for a unit upstream gradient (z's shape; empty when !need_grad); bad = int64 (2,)
+// holding the number of negative or non-finite targets and the flat index of the first one (-1 when none).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> poisson_loss_forward(const at::Tensor& z, const at::Tensor& target,
+                                                                    int64_t activation, double eps, int64_t mode,
+                                                                    bool mean, bool full, bool need_grad);
+
+}  // namespace daenr::cpu

@@ -1,0 +1,198 @@
+"""Fused Poisson loss: public function, torch custom op, autograd, backend dispatch.
+
+With the rate ``r = act(z)`` and counts ``s = target``, per element
+
+    l = r - s * log(r + eps)                 dl/dz = act'(z) * (1 - s / (r + eps))
+    l = exp(z) - s * z      (act = exp)      dl/dz = exp(z) - s
+
+act is ``identity``, ``elu1`` (ELU + 1), ``softplus`` or ``exp`` (then z is the log-rate and eps is unused).
+``full=True`` adds the Stirling term of ``log(s!)`` (for s > 1) as ``torch.nn.PoissonNLLLoss(full=True)``.
+z, target (..., N); ``reduction`` ``"mean"``/``"sum"`` over all elements (a scalar) or ``"none"`` (z's shape);
+``per_neuron=True`` reduces over the leading dimensions only, giving (N,).
+
+The fused backends make a single pass over (z, target): loss, its reduction, the gradient for z (already
+divided by the reduced count) and the validity check of the targets. The backward only multiplies that saved
+gradient by the upstream gradient.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from daenr_fast import _validate
+from daenr_fast._dispatch import resolve_backend
+from daenr_fast.ops import reference
+
+OP = "poisson_loss"
+ACTIVATIONS = reference.POISSON_ACTIVATIONS
+REDUCTIONS = ("mean", "sum", "none")
+MODE_NONE, MODE_TOTAL, MODE_PER_NEURON = 0, 1, 2
+
+SUPPORTED_DTYPES = {
+    "torch": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float16, torch.bfloat16, torch.float32),
+    "triton": (torch.float16, torch.bfloat16, torch.float32),
+}
+
+
+def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps: float = 1e-8,
+                 reduction: str = "mean", per_neuron: bool = False, full: bool = False, validate: bool = True,
+                 backend: Optional[str] = None) -> Tensor:
+    """Poisson negative log-likelihood of ``target`` under the rate ``act(z)``, fused with its gradient.
+
+    Args:
+        z: model output (..., N), floating; the rate is ``act(z)``.
+        target: observed counts or rates >= 0, z's shape (any real dtype; converted to z's dtype). No gradient.
+        activation: ``"identity"``, ``"elu1"``, ``"softplus"`` or ``"exp"``.
+        eps: added to the rate inside the log.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        per_neuron: reduce over the leading dimensions only (``"mean"`` or ``"sum"``), giving (N,).
+        full: add the Stirling approximation of ``log(target!)``.
+        validate: raise ``ValueError`` on negative or non-finite targets (checked inside the fused pass; skipped
+            while tracing with ``torch.compile``, which cannot raise on data).
+        backend: ``"torch"``, ``"cpu"``, ``"cuda"`` or ``"triton"``; None chooses (see :mod:`daenr_fast._dispatch`).
+
+    Returns:
+        The loss in z's dtype: a scalar, (N,) with ``per_neuron``, or z's shape with ``reduction="none"``.
+    """
+    code, mode, mean = _check_options(activation, reduction, per_neuron, eps)
+    _validate.check_tensor_any_rank(z, "z", "(..., N)")
+    target = _check_target(target, z)
+    if per_neuron and z.dim() == 0:
+        raise ValueError("z must have at least one dimension (..., N) when per_neuron=True")
+    chosen = resolve_backend(OP, backend, z.device)
+    _validate.check_backend_dtype(chosen, z.dtype, SUPPORTED_DTYPES)
+    need_grad = torch.is_grad_enabled() and z.requires_grad
+    loss, _, bad = _poisson_op(z.contiguous(), target.contiguous(), code, float(eps), mode, mean, bool(full),
+                               need_grad, chosen)
+    if validate and not torch.compiler.is_compiling():
+        _raise_if_invalid(bad, target)
+    return loss
+
+
+def _check_options(activation, reduction, per_neuron, eps) -> tuple[int, int, bool]:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if per_neuron and reduction == "none":
+        raise ValueError("per_neuron=True needs reduction 'mean' or 'sum', got 'none'")
+    if not isinstance(eps, (int, float)) or not eps >= 0 or eps == float("inf"):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    mode = MODE_PER_NEURON if per_neuron else (MODE_NONE if reduction == "none" else MODE_TOTAL)
+    return ACTIVATIONS.index(activation), mode, reduction == "mean"
+
+
+def _check_target(target, z: Tensor) -> Tensor:
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor of z's shape {tuple(z.shape)}, got {type(target).__name__}")
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"target must hold real counts or rates, got {target.dtype}")
+    if target.shape != z.shape:
+        raise ValueError(f"target must have z's shape {tuple(z.shape)}, got {tuple(target.shape)}")
+    if target.device != z.device:
+        raise ValueError(f"target is on {target.device} but z is on {z.device}; they must match")
+    return target.detach().to(z.dtype)
+
+
+def _raise_if_invalid(bad: Tensor, target: Tensor) -> None:
+    count, first = (int(v) for v in bad.tolist())
+    if count:
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(first), target.shape))
+        value = target.reshape(-1)[first].item()
+        raise ValueError(f"target must hold counts or rates >= 0 (a Poisson likelihood): {count} negative or "
+                         f"non-finite entr{'y' if count == 1 else 'ies'}, the first at index {where} "
+                         f"(value {value})")
+
+
+# ----------------------------------------------------------------------------------------------- backends
+
+def _invalid_info(target: Tensor) -> Tensor:
+    bad = ~((target >= 0) & (target <= torch.finfo(target.dtype).max))
+    flat = bad.reshape(-1).nonzero()
+    first = flat[0, 0] if flat.numel() else torch.tensor(-1, device=target.device)
+    return torch.stack([bad.sum(), first.to(bad.device)]).to(torch.int64)
+
+
+def _torch_grad(z: Tensor, target: Tensor, activation: str, eps: float, scale: float) -> Tensor:
+    """``scale * dl/dz`` per element, from the closed form in the module docstring."""
+    acc = torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
+    z, s = z.to(acc), target.to(acc)
+    if activation == "exp":
+        grad = torch.exp(z) - s
+    else:
+        if activation == "identity":
+            slope = torch.ones_like(z)
+        elif activation == "elu1":
+            slope = torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0)))
+        else:
+            slope = torch.where(z > 20, torch.ones_like(z), torch.sigmoid(z))
+        grad = slope * (1 - s / (reference.poisson_rate(z, activation) + eps))
+    return grad * scale
+
+
+def _grad_scale(z: Tensor, mode: int, mean: bool) -> float:
+    """1 / (number of reduced elements) for a mean, else 1."""
+    if not mean or mode == MODE_NONE:
+        return 1.0
+    count = z.numel() if mode == MODE_TOTAL else (z.numel() // z.shape[-1] if z.shape[-1] else 0)
+    return 1.0 / count if count else float("nan")
+
+
+def _torch_forward(z, target, code, eps, mode, mean, full, need_grad):
+    activation = ACTIVATIONS[code]
+    reduction = "none" if mode == MODE_NONE else ("mean" if mean else "sum")
+    loss = reference.poisson_loss(z, target, activation, eps, reduction, mode == MODE_PER_NEURON, full)
+    if need_grad:
+        grad = _torch_grad(z, target, activation, eps, _grad_scale(z, mode, mean)).to(z.dtype)
+    else:
+        grad = z.new_empty((0,))
+    return loss, grad, _invalid_info(target)
+
+
+def _ext_forward(z, target, code, eps, mode, mean, full, need_grad):
+    return torch.ops.daenr_fast_ext.poisson_loss_forward(z, target, code, eps, mode, mean, full, need_grad)
+
+
+def _triton_forward(z, target, code, eps, mode, mean, full, need_grad):
+    from daenr_fast.kernels import poisson_loss as kernel
+
+    return kernel.forward(z, target, code, eps, mode, mean, full, need_grad)
+
+
+_FORWARD = {"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward}
+
+
+# ----------------------------------------------------------------------------------------------- custom op
+
+@torch.library.custom_op("daenr_fast::poisson_loss", mutates_args=())
+def _poisson_op(z: Tensor, target: Tensor, activation: int, eps: float, mode: int, mean: bool, full: bool,
+                need_grad: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    return _FORWARD[backend](z, target, activation, eps, mode, mean, full, need_grad)
+
+
+@_poisson_op.register_fake
+def _(z, target, activation, eps, mode, mean, full, need_grad, backend):
+    if mode == MODE_NONE:
+        loss = torch.empty_like(z)
+    else:
+        loss = z.new_empty(() if mode == MODE_TOTAL else (z.shape[-1],))
+    grad = torch.empty_like(z) if need_grad else z.new_empty((0,))
+    return loss, grad, z.new_empty((2,), dtype=torch.int64)
+
+
+def _setup_context(ctx, inputs, output):
+    _, grad, bad = output
+    ctx.mark_non_differentiable(grad, bad)
+    ctx.save_for_backward(grad)
+
+
+def _backward(ctx, grad_loss, _grad_grad, _grad_bad):
+    (grad,) = ctx.saved_tensors
+    return grad * grad_loss, None, None, None, None, None, None, None, None
+
+
+_poisson_op.register_autograd(_backward, setup_context=_setup_context)
