@@ -1,0 +1,355 @@
+"""The paper's training protocol (section 4.1) as :func:`train`.
+
+    round = 1; lr = 1e-3
+    every step: Adam step on a random batch of 64 training images
+    every eval_every steps: validation loss L_val (same weighted loss, eval mode, whole validation set)
+        if L_val < best - min_delta: best = L_val, keep a copy of the parameters
+        elif no improvement for `patience` steps: restore the best parameters, lr *= lr_factor, round += 1
+    stop after `rounds` rounds (paper: 2) or `max_steps` steps; the final model is the best one.
+
+Batches are drawn without replacement from an epoch permutation of the training tensors (no DataLoader, no
+workers). A checkpoint (see :mod:`daenr_fast.train.checkpoint`) is written every ``checkpoint_every`` steps and
+at the end; ``resume=True`` continues from it and, with the same seed, ends with the same parameters and metrics
+as an uninterrupted run (exactly so under ``deterministic=True``).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from daenr_fast.models.readouts import FixedMaskReadout, inverse_activation
+from daenr_fast.models.registry import build_model, display_name
+from daenr_fast.train.checkpoint import (CHECKPOINT_NAME, capture_rng_states, load_checkpoint, restore_rng_states,
+                                         save_checkpoint)
+from daenr_fast.train.config import TrainConfig
+from daenr_fast.train.losses import TERMS, first_non_finite, loss_terms
+
+#: config fields that may differ between a run and its resumption (they do not change the numbers)
+RESUME_FREE_FIELDS = ("out", "progress", "figures", "device")
+EVAL_BATCH = 256
+
+
+class NonFiniteLossError(ValueError):
+    """A loss term became NaN or infinite; ``step``, ``term`` and ``checkpoint`` (last good one, or None)."""
+
+    def __init__(self, step: int, term: str, value: float, checkpoint: Optional[Path]):
+        self.step, self.term, self.checkpoint = step, term, checkpoint
+        where = (f"the last good checkpoint is {checkpoint}" if checkpoint is not None
+                 else "no checkpoint had been written yet")
+        super().__init__(f"non-finite loss at step {step}: term {term!r} = {value}; training stopped, {where} "
+                         f"(try a smaller lr or alpha/beta)")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        config: the run's configuration.
+        model: the trained model (best validation parameters), in eval mode.
+        metrics: test-set metrics (see :func:`daenr_fast.train.evaluate.evaluate_model`) plus run statistics.
+        history: one dict per validation evaluation (also written to ``history.csv``).
+        out: the output folder, or None.
+    """
+
+    config: TrainConfig
+    model: nn.Module
+    metrics: dict
+    history: List[dict] = field(default_factory=list)
+    out: Optional[Path] = None
+
+
+class BatchOrder:
+    """Epoch permutations of ``n`` indices cut into batches; drops the last partial batch of each epoch."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, min(batch_size, n), generator
+        self.perm: Optional[Tensor] = None
+        self.pos = 0
+
+    def next(self) -> Tensor:
+        if self.perm is None or self.pos + self.batch_size > self.n:
+            self.perm = torch.randperm(self.n, generator=self.generator)
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"], state["pos"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def load_splits(config: TrainConfig):
+    """Load ``config.data`` and split it (validation part of the training set, seeded by ``config.seed``)."""
+    from daenr_fast import data
+
+    return data.prepare(data.load(config.data), val_fraction=config.val_fraction, seed=config.seed)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@contextmanager
+def deterministic_mode(enabled: bool):
+    """``torch.use_deterministic_algorithms(True)`` inside the block when ``enabled``; restored afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def prepare_model(config: TrainConfig, train_images: Tensor, train_responses: Tensor, n_neurons: int,
+                  device: torch.device) -> nn.Module:
+    """Build the model, fit an FM readout's fixed masks to the training data and set the readout bias to the
+    inverse activation of the mean training response (so training starts at the mean rate)."""
+    model = build_model(config.model, layer=config.layer, n_neurons=n_neurons, **config.model_options)
+    if model.has_readout:
+        if isinstance(model.readout, FixedMaskReadout):
+            model.readout.fit(train_images, train_responses)
+        with torch.no_grad():
+            model.readout.bias.copy_(inverse_activation(train_responses.mean(0), config.response_activation))
+    return model.to(device)
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, images: Tensor, responses: Tensor, config: TrainConfig) -> Dict[str, float]:
+    """Weighted loss and its terms on a whole split (eval mode), averaged per image."""
+    was_training = model.training
+    model.eval()
+    sums: Dict[str, float] = {}
+    for start in range(0, images.shape[0], EVAL_BATCH):
+        x, s = images[start:start + EVAL_BATCH], responses[start:start + EVAL_BATCH]
+        total, terms = loss_terms(model, model(x), x, s, config)
+        for name, value in list(terms.items()) + [("total", total)]:
+            sums[name] = sums.get(name, 0.0) + float(value) * x.shape[0]
+    model.train(was_training)
+    return {name: value / images.shape[0] for name, value in sums.items()}
+
+
+def _check_resumable(saved: dict, config: TrainConfig) -> None:
+    new = config.to_dict()
+    diffs = [f"{k}: {saved.get(k)!r} -> {new[k]!r}" for k in new
+             if k not in RESUME_FREE_FIELDS and saved.get(k) != new[k]]
+    if diffs:
+        raise ValueError("cannot resume: the configuration differs from the checkpoint's (" + "; ".join(diffs) + ")")
+
+
+def write_history(path: Path, history: List[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+class Trainer:
+    """One training run; :func:`train` is the usual entry point."""
+
+    def __init__(self, config: TrainConfig, splits, device: torch.device):
+        self.config, self.splits, self.device = config, splits, device
+        self.out = Path(config.out) if config.out else None
+        self.checkpoint_path = self.out / CHECKPOINT_NAME if self.out else None
+        self.last_checkpoint: Optional[Path] = None
+        x, s = splits.tensors("train")
+        self.train_x, self.train_s = x.to(device).float(), s.to(device).float()
+        vx, vs = splits.tensors("val")
+        self.val_x, self.val_s = vx.to(device).float(), vs.to(device).float()
+        if config.uses_responses and config.response_loss == "poisson" and bool((self.train_s < 0).any()):
+            raise ValueError("the training responses contain negative values, which are not spike counts: "
+                             "use response_loss='mse' (--response-loss mse)")
+        self.model = prepare_model(config, self.train_x.cpu(), self.train_s.cpu(), splits.n_neurons, device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.batches = BatchOrder(self.train_x.shape[0], config.batch_size, self.generator)
+        self.state = {"step": 0, "round": 1, "best_val": math.inf, "best_step": 0, "finished": False,
+                      "stop_reason": None, "train_sums": {}, "train_count": 0, "train_seconds": 0.0}
+        self.best_model = copy.deepcopy(self.model.state_dict())
+        self.history: List[dict] = []
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        payload = {
+            "config": self.config.to_dict(),
+            "n_neurons": self.splits.n_neurons,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_model": self.best_model,
+            "state": dict(self.state, batches=self.batches.state()),
+            "history": self.history,
+            "rng": capture_rng_states(self.generator),
+        }
+        self.last_checkpoint = save_checkpoint(self.checkpoint_path, payload)
+        write_history(self.out / "history.csv", self.history)
+
+    def restore(self, payload: dict) -> None:
+        _check_resumable(payload["config"], self.config)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.best_model = payload["best_model"]
+        state = dict(payload["state"])
+        self.batches.load(state.pop("batches"))
+        self.state = state
+        self.history = list(payload["history"])
+        restore_rng_states(payload["rng"], self.generator)
+        self.last_checkpoint = self.checkpoint_path
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _end_round(self, reason: str) -> None:
+        self.model.load_state_dict(self.best_model)
+        if reason == "patience" and self.state["round"] < self.config.rounds:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.config.lr_factor
+            self.state["round"] += 1
+            self.state["best_step"] = self.state["step"]
+        else:
+            self.state["finished"] = True
+            self.state["stop_reason"] = reason
+
+    def _evaluate(self) -> dict:
+        st = self.state
+        val = validation_loss(self.model, self.val_x, self.val_s, self.config)
+        row = {"step": st["step"], "round": st["round"], "lr": self.lr}
+        count = max(st["train_count"], 1)
+        row.update({f"train_{k}": v / count for k, v in st["train_sums"].items()})
+        row.update({f"val_{k}": v for k, v in val.items()})
+        st["train_sums"], st["train_count"] = {}, 0
+        if val["total"] < st["best_val"] - self.config.min_delta:
+            st["best_val"], st["best_step"] = val["total"], st["step"]
+            self.best_model = copy.deepcopy(self.model.state_dict())
+        row["best_val_total"] = st["best_val"]
+        self.history.append(row)
+        if st["step"] - st["best_step"] >= self.config.patience:
+            self._end_round("patience")
+        return row
+
+    def _step(self) -> None:
+        idx = self.batches.next().to(self.device)
+        x, s = self.train_x[idx], self.train_s[idx]
+        total, terms = loss_terms(self.model, self.model(x), x, s, self.config)
+        step = self.state["step"] + 1
+        bad = first_non_finite(total, terms)
+        if bad is not None:
+            value = float((terms.get(bad, total)).detach())
+            raise NonFiniteLossError(step, bad, value, self.last_checkpoint)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.state["step"] = step
+        sums = self.state["train_sums"]
+        for name, value in list(terms.items()) + [("total", total)]:
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        self.state["train_count"] += 1
+
+    def fit(self, on_step: Optional[Callable[[int], None]] = None) -> None:
+        cfg, st = self.config, self.state
+        self.model.train()
+        bar = tqdm(total=cfg.max_steps, initial=st["step"], disable=not cfg.progress, dynamic_ncols=True,
+                   desc=display_name(cfg.model, cfg.layer), unit="step", leave=False)
+        try:
+            while not st["finished"]:
+                start = time.perf_counter()
+                self._step()
+                if st["step"] % cfg.eval_every == 0:
+                    row = self._evaluate()
+                    bar.set_postfix(round=row["round"], lr=f"{row['lr']:.1e}",
+                                    train=f"{row.get('train_total', float('nan')):.4g}",
+                                    val=f"{row['val_total']:.4g}", best=f"{st['best_val']:.4g}")
+                if not st["finished"] and cfg.max_steps is not None and st["step"] >= cfg.max_steps:
+                    self._end_round("max_steps")
+                st["train_seconds"] += time.perf_counter() - start
+                bar.update(1)
+                if st["step"] % cfg.checkpoint_every == 0 or st["finished"]:
+                    self.save()
+                if on_step is not None:
+                    on_step(st["step"])
+        finally:
+            bar.close()
+        self.model.eval()
+
+
+def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: bool = False,
+          on_step: Optional[Callable[[int], None]] = None) -> TrainResult:
+    """Train ``config`` (paper protocol), evaluate on the test set and, if ``config.out`` is set, write
+    ``config.json``, ``checkpoint.pt``, ``history.csv``, ``metrics.json``, ``reconstructions.png`` and
+    ``neurons.png`` there.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        splits: an already prepared :class:`daenr_fast.data.Splits` (skips loading ``config.data``; a sweep
+            passes the same splits to many runs).
+        resume: continue from ``config.out/checkpoint.pt`` (which must exist and match the config).
+        overwrite: allow starting a fresh run in a folder that already holds a checkpoint.
+        on_step: called with the step number after every step (e.g. for external progress reporting).
+
+    Returns:
+        a :class:`TrainResult`; ``result.metrics`` holds the metrics also written to ``metrics.json``.
+    """
+    from daenr_fast.train.evaluate import evaluate_model, write_outputs
+
+    config.validate()
+    out = Path(config.out) if config.out else None
+    if resume and out is None:
+        raise ValueError("resume needs an output folder (config.out) holding a checkpoint")
+    if out is not None and (out / CHECKPOINT_NAME).exists() and not (resume or overwrite):
+        raise ValueError(f"{out} already holds a run: resume it or allow overwriting it")
+    payload = load_checkpoint(out / CHECKPOINT_NAME) if resume else None
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    with deterministic_mode(config.deterministic):
+        if splits is None:
+            splits = load_splits(config)
+        trainer = Trainer(config, splits, device)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if payload is not None:
+            trainer.restore(payload)
+        trainer.fit(on_step)
+        metrics = evaluate_model(trainer.model, splits, config)
+    st = trainer.state
+    metrics["run"] = {"steps": st["step"], "rounds": st["round"], "best_val_loss": st["best_val"],
+                      "best_step": st["best_step"], "stop_reason": st["stop_reason"],
+                      "train_seconds": round(st["train_seconds"], 3),
+                      "n_parameters": sum(p.numel() for p in trainer.model.parameters())}
+    if out is not None:
+        write_outputs(out, trainer.model, splits, config, metrics, figures=config.figures)
+    return TrainResult(config, trainer.model, metrics, trainer.history, out)
