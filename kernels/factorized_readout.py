@@ -15,6 +15,10 @@ fp16/bf16 inputs are multiplied exactly. Grad x needs the product gy[b,n] w[n,c]
 it is formed in float32 (for fp16/bf16 the dot then runs in 3xTF32, close to float32). float32 inputs use
 ``input_precision="ieee"`` throughout, so the float32 backend matches the reference to float32 rounding.
 
+Block sizes are fixed per dtype (no autotuning, so a new shape costs no benchmarking): float32 dots run on FMA
+units and take shallower blocks than the tensor-core fp16/bf16 dots, chosen so that no kernel spills registers on
+sm_80/sm_90 when the channel and pixel counts are multiples of 16.
+
 When the output tiles alone are too few to fill the GPU, the forward splits its channels and the two weight
 gradients split the batch across programs (split-K); each split writes a float32 partial result and the launcher
 sums them in a fixed order (deterministic). The (B,C,N) and (B,N,P) intermediates never exist.
@@ -204,14 +208,16 @@ def forward(x: torch.Tensor, spatial: torch.Tensor, features: torch.Tensor, bias
     n, p = spatial.shape[0], h * w
     if b * n == 0:
         return x.new_zeros((b, n))
-    block_b, block_n, block_p = _block(b, 16, 64), _block(n, 16, 128), _block(p, 16, 64)
+    # float32 dots run on FMA units ("ieee"): a shallower pixel block keeps their operands in registers
+    block_b, block_n = _block(b, 16, 64), _block(n, 16, 128)
+    block_p = _block(p, 16, 32 if x.dtype == torch.float32 else 64)
     tiles = triton.cdiv(b, block_b) * triton.cdiv(n, block_n)
     c_per, count = _split(c, _split_count(tiles, c, 2, x.device, splits))
     part = torch.empty((count, b, n), device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(b, block_b), triton.cdiv(n, block_n), count)
     _forward_kernel[grid](x, spatial, features, part, b, c, p, n, c_per,
                           BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_P=block_p, PRECISION=_precision(x.dtype),
-                          **_launch_options(num_warps=4))
+                          **_launch_options(num_warps=8 if block_b * block_n >= 64 * 128 else 4))
     y = part[0] if count == 1 else part.sum(0)
     if bias is not None:
         y = y + bias.to(torch.float32)
@@ -239,19 +245,21 @@ def backward(grad: torch.Tensor, x: torch.Tensor, spatial: torch.Tensor, feature
 
     gm = torch.zeros((n, p), device=x.device, dtype=torch.float32)
     if gm.numel():
-        block_n, block_p, block_c = _block(n, 16, 64), _block(p, 16, 64), _block(c, 16, 64)
+        block_n, block_p = _block(n, 16, 64), _block(p, 16, 64)
+        block_c = _block(c, 16, 32 if dtype == torch.float32 else 64)
         tiles = triton.cdiv(n, block_n) * triton.cdiv(p, block_p)
         b_per, count = _split(b, _split_count(tiles, b, 2, x.device, splits))
         part = torch.empty((count, n, p), device=x.device, dtype=torch.float32)
         grid = (triton.cdiv(n, block_n), triton.cdiv(p, block_p), count)
         _grad_spatial_kernel[grid](grad, x, features, part, b, c, p, n, b_per,
                                    BLOCK_N=block_n, BLOCK_P=block_p, BLOCK_C=block_c, PRECISION=_precision(dtype),
-                                   **_launch_options(num_warps=4))
+                                   **_launch_options(num_warps=8 if dtype == torch.float32 else 4))
         gm = part[0] if count == 1 else part.sum(0)
 
     gw = torch.zeros((n, c), device=x.device, dtype=torch.float32)
     if gw.numel():
-        block_n, block_c, block_p = _block(n, 16, 64), _block(c, 16, 64), _block(p, 16, 64)
+        block_n, block_c = _block(n, 16, 64), _block(c, 16, 64)
+        block_p = _block(p, 16, 32 if dtype == torch.float32 else 64)
         tiles = triton.cdiv(n, block_n) * triton.cdiv(c, block_c)
         b_per, count = _split(b, _split_count(tiles, b, 1, x.device, splits))
         part = torch.empty((count, n, c), device=x.device, dtype=torch.float32)
