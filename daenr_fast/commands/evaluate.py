@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from daenr_fast.train.evaluate import _json_safe, evaluate_model, format_table, load_run, write_outputs
+    from daenr_fast.train.evaluate import (evaluate_model, format_table, json_safe, load_run, run_summary,
+                                           write_outputs)
     from daenr_fast.train.trainer import load_splits, resolve_device
 
     device = str(resolve_device(args.device))
@@ -31,13 +32,9 @@ def run(args) -> int:
         raise ValueError(f"the run was trained on {payload['n_neurons']} neurons but {config.data} has "
                          f"{splits.n_neurons}")
     metrics = evaluate_model(model, splits, config)
-    state = payload["state"]
-    metrics["run"] = {"steps": state["step"], "rounds": state["round"], "best_val_loss": state["best_val"],
-                      "best_step": state["best_step"], "stop_reason": state["stop_reason"],
-                      "train_seconds": round(state["train_seconds"], 3),
-                      "n_parameters": sum(p.numel() for p in model.parameters())}
+    metrics["run"] = run_summary(payload["state"], model)
     if args.json:
-        print(json.dumps(_json_safe(metrics), indent=1))
+        print(json.dumps(json_safe(metrics), indent=1))
     else:
         print(format_table(metrics))
     if args.save:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from daenr_fast import nn as dnn
 from daenr_fast import ops
-from daenr_fast.models.receptive_fields import gaussian_masks, map_peaks, receptive_field_maps
+from daenr_fast.models.receptive_fields import estimate_rf_centers, gaussian_masks
 
 READOUTS = ("fr", "fc", "fm")
 ACTIVATIONS = ("identity", "elu1", "softplus", "exp")
@@ -131,7 +131,7 @@ class FixedMaskReadout(nn.Module):
         """Estimate RF centres from training data (see :mod:`daenr_fast.models.receptive_fields`); returns them."""
         if images.shape[-1] != self.image_size:
             raise ValueError(f"images must be {self.image_size}x{self.image_size}, got {tuple(images.shape)}")
-        centers = map_peaks(receptive_field_maps(images.cpu(), responses.cpu()))
+        centers = estimate_rf_centers(images.cpu(), responses.cpu())
         self.set_centers(centers.to(self.mask.device))
         return centers
 

@@ -1,19 +1,20 @@
 """Receptive-field estimates from data, for the fixed-mask (FM) readout.
 
 Each neuron's RF centre is estimated from the training images before training, by ridge regression of the
-responses on two fixed pixel features, both linear in the weights:
+responses on two fixed features of the images, both linear in the weights, on a 2x2-pooled grid (16 x 16 for
+32 x 32 images, which halves the noise of the maps and the size of the regression):
 
-* linear:  s_n ~ x . w_n            (simple-cell-like, phase-sensitive RFs)
-* energy:  s_n ~ (x - xbar)^2 . v_n (complex-cell-like, phase-invariant RFs)
+* linear:  s_n ~ pool(x - xbar) . w_n        (simple-cell-like, phase-sensitive RFs)
+* energy:  s_n ~ pool((x - xbar)^2) . v_n    (complex-cell-like, phase-invariant RFs: local contrast energy)
 
-with x the flattened (N,P) images. For X = U diag(d) V^T the ridge solution and its hat matrix are
+with the features flattened to (N,P). For X = U diag(d) V^T the ridge solution and its hat matrix are
 
     W(lam) = V diag(d / (d^2 + lam)) U^T Y,   H(lam) = U diag(d^2 / (d^2 + lam)) U^T,
 
 and lam is chosen per feature set by generalised cross-validation,
 ``GCV(lam) = ||Y - H Y||_F^2 / (N - tr H)^2``. For each neuron the feature set with the smaller
 leave-one-out (GCV) error wins; its weight map is smoothed with a small Gaussian and the peak of ``|map|`` is
-the RF centre (row, col) in image pixels. :func:`gaussian_masks` turns centres into normalised Gaussian masks on
+the RF centre, mapped back to image pixels (row, col) by ``(i + 1/2) * pool - 1/2``. :func:`gaussian_masks` turns centres into normalised Gaussian masks on
 the (coarser) grid of an encoder layer.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ import math
 import torch
 from torch import Tensor
 
+#: pooling factor of the regression grid
+POOL = 2
 #: ridge penalties tried, as multiples of the mean squared singular value of the design matrix
 RIDGE_GRID = tuple(10.0 ** k for k in range(-4, 3))
 
@@ -59,30 +62,37 @@ def _smooth(maps: Tensor, sigma: float) -> Tensor:
 
 
 @torch.no_grad()
-def receptive_field_maps(images: Tensor, responses: Tensor, smooth_sigma: float = 1.0) -> Tensor:
-    """Per-neuron RF maps (n,S,S): smoothed ``|weights|`` of the better of the linear and energy ridge fits.
+def receptive_field_maps(images: Tensor, responses: Tensor, smooth_sigma: float = 1.0, pool: int = POOL) -> Tensor:
+    """Per-neuron RF maps (n,S/pool,S/pool): smoothed ``|weights|`` of the better of the linear and energy fits.
 
     Args:
         images: (N,1,S,S) or (N,S,S) training stimuli.
         responses: (N,n) training responses.
-        smooth_sigma: blur (pixels) applied to each map before the peak is taken.
+        smooth_sigma: blur (in pooled pixels) applied to each map before the peak is taken.
+        pool: pooling factor of the regression grid.
     """
-    if images.dim() == 4:
-        images = images[:, 0]
-    if images.dim() != 3 or responses.dim() != 2 or images.shape[0] != responses.shape[0]:
+    if images.dim() == 3:
+        images = images[:, None]
+    if images.dim() != 4 or responses.dim() != 2 or images.shape[0] != responses.shape[0]:
         raise ValueError(f"images must be (N,1,S,S) and responses (N,n) with the same N, got "
                          f"{tuple(images.shape)} and {tuple(responses.shape)}")
-    n_images, size = images.shape[0], images.shape[-1]
-    x = images.reshape(n_images, -1).double()
+    n_images = images.shape[0]
+    x = images.double()
     x = x - x.mean(0)
     y = responses.double() - responses.double().mean(0)
-    energy = x.pow(2)
-    energy = energy - energy.mean(0)
-    w_lin, err_lin = _ridge_gcv(x, y)
-    w_en, err_en = _ridge_gcv(energy, y)
+    linear = torch.nn.functional.avg_pool2d(x, pool)
+    energy = torch.nn.functional.avg_pool2d(x.pow(2), pool)
+    size = linear.shape[-1]
+    w_lin, err_lin = _ridge_gcv(linear.reshape(n_images, -1) - linear.reshape(n_images, -1).mean(0), y)
+    w_en, err_en = _ridge_gcv(energy.reshape(n_images, -1) - energy.reshape(n_images, -1).mean(0), y)
     weights = torch.where((err_lin <= err_en)[None, :], w_lin, w_en)
     maps = weights.T.reshape(-1, size, size).abs()
     return _smooth(maps, smooth_sigma).float()
+
+
+def estimate_rf_centers(images: Tensor, responses: Tensor, pool: int = POOL) -> Tensor:
+    """RF centres (n,2) as (row, col) in image pixels: peaks of :func:`receptive_field_maps`."""
+    return (map_peaks(receptive_field_maps(images, responses, pool=pool)) + 0.5) * pool - 0.5
 
 
 def map_peaks(maps: Tensor) -> Tensor:

@@ -5,6 +5,8 @@ Neurons (prediction r = act(z) for each test image vs the T x n trial-averaged r
 
 * ``pcc``: Pearson correlation per neuron (the paper's PCC), its ``p_value`` and ``significant`` (p <= 0.05);
 * ``single_trial_corr``, ``oracle_corr`` (leave-one-out) and ``feve`` (NaN where FEV <= 0), when R >= 2 repeats;
+  the FEVe summary averages the neurons with FEV >= 0.15 (:data:`MIN_FEV`, the usual exclusion threshold), as
+  FEVe of a neuron with almost no explainable variance is unbounded;
 * simulated data only: ``corr_to_truth`` (vs the noise-free rate), ``noise_ceiling_fraction`` and, for FR/FM
   readouts, ``rf_peak_distance`` (pixels between the mask peak and the true RF centre on the 32 x 32 image).
 
@@ -28,6 +30,8 @@ from daenr_fast.models.registry import display_name, split_name
 from daenr_fast.train.config import TrainConfig
 
 EVAL_BATCH = 256
+#: FEV threshold of the FEVe summary
+MIN_FEV = 0.15
 
 
 @torch.no_grad()
@@ -82,6 +86,7 @@ def _neuron_metrics(model: nn.Module, pred: np.ndarray, splits, config: TrainCon
         per["single_trial_corr"] = M.single_trial_correlation(pred, trials)
         per["oracle_corr"] = M.oracle_correlation(trials)
         per["feve"] = M.feve(pred, trials)
+        feve_summary = M.feve(pred, trials, min_fev=MIN_FEV)
     truth = getattr(splits, "ground_truth", None)
     if truth:
         rates = np.asarray(truth["test_rates"], dtype=np.float64)
@@ -93,19 +98,31 @@ def _neuron_metrics(model: nn.Module, pred: np.ndarray, splits, config: TrainCon
                                                          image_size=splits.tensors("test")[0].shape[-1])
     summary = {"n_neurons": int(r.shape[0]), "pcc": _mean(r), "pcc_median": _median(r),
                "n_significant": int(np.sum(sig))}
-    for key in ("single_trial_corr", "oracle_corr", "feve", "corr_to_truth", "rf_peak_distance"):
+    for key in ("single_trial_corr", "oracle_corr", "corr_to_truth", "rf_peak_distance"):
         if key in per:
             summary[key] = _mean(per[key])
+    if "feve" in per:
+        summary["feve"] = _mean(feve_summary)
+        summary["n_feve"] = int(np.isfinite(feve_summary).sum())
     if "noise_ceiling_fraction" in per:
         summary["noise_ceiling_fraction"] = _median(per["noise_ceiling_fraction"])
     return {"neurons": summary, "per_neuron": {k: np.asarray(v).tolist() for k, v in per.items()}}
 
 
-def _json_safe(value):
+def run_summary(state: dict, model: nn.Module) -> dict:
+    """Run statistics from a trainer/checkpoint ``state``: steps, rounds, best validation loss, time, size."""
+    return {"steps": state["step"], "rounds": state["round"], "best_val_loss": state["best_val"],
+            "best_step": state["best_step"], "stop_reason": state["stop_reason"],
+            "train_seconds": round(state["train_seconds"], 3),
+            "n_parameters": sum(p.numel() for p in model.parameters())}
+
+
+def json_safe(value):
+    """``value`` with numpy scalars made python and NaN/inf floats made None (strict JSON)."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (np.floating, float)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, (np.integer,)):
@@ -116,7 +133,7 @@ def _json_safe(value):
 
 
 def write_metrics(path, metrics: dict) -> None:
-    Path(path).write_text(json.dumps(_json_safe(metrics), indent=1) + "\n", encoding="utf-8")
+    Path(path).write_text(json.dumps(json_safe(metrics), indent=1) + "\n", encoding="utf-8")
 
 
 def write_outputs(out, model: nn.Module, splits, config: TrainConfig, metrics: dict, figures: bool = True) -> None:
@@ -154,7 +171,7 @@ def format_table(metrics: dict) -> str:
                  ("PCC (median)", _fmt(neu["pcc_median"], ".3f")),
                  ("significant (p<=0.05)", f"{neu['n_significant']}/{neu['n_neurons']}")]
         labels = {"single_trial_corr": ("single-trial corr", ".3f"), "oracle_corr": ("oracle corr", ".3f"),
-                  "feve": ("FEVe (mean)", ".3f"), "corr_to_truth": ("corr to true rate", ".3f"),
+                  "feve": (f"FEVe (mean, FEV>={MIN_FEV})", ".3f"), "corr_to_truth": ("corr to true rate", ".3f"),
                   "noise_ceiling_fraction": ("noise-ceiling fraction (median)", ".3f"),
                   "rf_peak_distance": ("RF peak distance (px)", ".2f")}
         rows += [(label, _fmt(neu[key], spec)) for key, (label, spec) in labels.items() if key in neu]

@@ -32,8 +32,8 @@ def reconstructions_figure(path, images, recon, metrics: dict, n: int = N_SHOWN)
 
 
 def neurons_figure(path, metrics: dict) -> None:
-    """(a) PCC per neuron, sorted, significant neurons (p <= 0.05) in colour; (b) PCC against the
-    leave-one-out oracle correlation (when there are repeats)."""
+    """(a) PCC per neuron, sorted, significant neurons (p <= 0.05) in colour; (b) single-trial correlation
+    against the leave-one-out oracle correlation, both on single trials (when there are repeats)."""
     per = metrics["per_neuron"]
     pcc = np.asarray(per["pcc"], dtype=float)
     sig = np.asarray(per["significant"], dtype=bool)
@@ -51,12 +51,13 @@ def neurons_figure(path, metrics: dict) -> None:
     if has_oracle:
         ax = axes[0, 1]
         oracle = np.asarray([np.nan if v is None else v for v in per["oracle_corr"]], dtype=float)
-        ax.scatter(oracle[~sig], pcc[~sig], s=10, color="lightgray", label="not significant")
-        ax.scatter(oracle[sig], pcc[sig], s=10, color="tab:blue", label="significant")
-        lim = [min(0.0, np.nanmin(pcc)), 1.0]
+        single = np.asarray([np.nan if v is None else v for v in per["single_trial_corr"]], dtype=float)
+        ax.scatter(oracle[~sig], single[~sig], s=10, color="lightgray", label="not significant")
+        ax.scatter(oracle[sig], single[sig], s=10, color="tab:blue", label="significant")
+        lim = [min(0.0, np.nanmin(single), np.nanmin(oracle)), max(np.nanmax(oracle), np.nanmax(single), 0.1)]
         ax.plot(lim, lim, color="k", lw=0.6)
         ax.set_xlabel("oracle correlation (leave one out)")
-        ax.set_ylabel("PCC")
+        ax.set_ylabel("single-trial correlation")
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(metrics.get("model", ""), fontsize=10)
     fig.tight_layout()

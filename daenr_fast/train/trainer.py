@@ -323,7 +323,7 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
     Returns:
         a :class:`TrainResult`; ``result.metrics`` holds the metrics also written to ``metrics.json``.
     """
-    from daenr_fast.train.evaluate import evaluate_model, write_outputs
+    from daenr_fast.train.evaluate import evaluate_model, run_summary, write_outputs
 
     config.validate()
     out = Path(config.out) if config.out else None
@@ -345,11 +345,7 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
             trainer.restore(payload)
         trainer.fit(on_step)
         metrics = evaluate_model(trainer.model, splits, config)
-    st = trainer.state
-    metrics["run"] = {"steps": st["step"], "rounds": st["round"], "best_val_loss": st["best_val"],
-                      "best_step": st["best_step"], "stop_reason": st["stop_reason"],
-                      "train_seconds": round(st["train_seconds"], 3),
-                      "n_parameters": sum(p.numel() for p in trainer.model.parameters())}
+    metrics["run"] = run_summary(trainer.state, trainer.model)
     if out is not None:
         write_outputs(out, trainer.model, splits, config, metrics, figures=config.figures)
     return TrainResult(config, trainer.model, metrics, trainer.history, out)
