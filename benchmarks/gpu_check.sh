@@ -166,6 +166,7 @@ if "$PYTHON" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_s
   grep -q -- "--device" <<<"$BENCH_HELP" && BENCH_ARGS+=(--device cuda)
   OUT_OPTION=$(grep -oE -- '--out[a-z_-]*' <<<"$BENCH_HELP" | head -n 1)
   [ -n "$OUT_OPTION" ] && BENCH_ARGS+=("$OUT_OPTION" "$OUT/bench")
+  grep -q -- "--max-time" <<<"$BENCH_HELP" && BENCH_ARGS+=(--max-time 3)  # seconds per row: fit the budget
   step benchmark 200 "$PYTHON" -m daenr_fast.cli bench "${BENCH_ARGS[@]}"
 elif [ -f benchmarks/run.py ]; then
   step benchmark 200 "$PYTHON" -m benchmarks.run --device cuda
