@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from daenr_fast import _validate
+from daenr_fast import _build, _validate
 from daenr_fast._dispatch import resolve_backend
 from daenr_fast.ops import reference
 
@@ -154,6 +154,7 @@ def _torch_forward(z, target, code, eps, mode, mean, full, need_grad):
 
 
 def _ext_forward(z, target, code, eps, mode, mean, full, need_grad):
+    _build.load_extension(OP)  # a no-op once loaded; needed when the op is called directly (e.g. a saved graph)
     return torch.ops.daenr_fast_ext.poisson_loss_forward(z, target, code, eps, mode, mean, full, need_grad)
 
 

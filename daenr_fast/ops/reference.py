@@ -78,20 +78,17 @@ def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 1 << 22) -> 
     """Nearest code of every row: ``idx[m] = argmin_k ||z[m] - codebook[k]||^2`` and that squared distance.
 
     z (M,D), codebook (K,D) -> idx (M,) int64, dist (M,) in float64 for float64 inputs, float32 otherwise.
-    Distances are summed from the differences themselves in float64 (no expanded-square cancellation), a block
-    of rows at a time (at most ``chunk`` differences held); ties go to the lowest index. Differentiable in z and
-    codebook through the chosen distance.
+    Everything is in float64 from the differences themselves (``torch.cdist`` without the matrix-product
+    shortcut, so no expanded-square cancellation), a block of rows at a time (at most ``chunk`` distances held);
+    ties go to the lowest index. ``dist`` is recomputed from the chosen codes, so it is differentiable in z and
+    codebook.
     """
     out_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
-    m, k = z.shape[0], codebook.shape[0]
-    rows = max(1, chunk // max(1, k * z.shape[1]))
-    e = codebook.to(torch.float64)
-    idx, dist = [], []
-    for z_blk in z.to(torch.float64).split(rows) if m else []:
-        d = ((z_blk[:, None, :] - e[None, :, :]) ** 2).sum(-1)
-        best, arg = d.min(dim=1)
-        idx.append(arg)
-        dist.append(best)
-    if not idx:
-        return z.new_empty((0,), dtype=torch.int64), z.new_empty((0,), dtype=out_dtype)
-    return torch.cat(idx), torch.cat(dist).to(out_dtype)
+    z64, e64 = z.to(torch.float64), codebook.to(torch.float64)
+    rows = max(1, chunk // max(1, codebook.shape[0]))
+    with torch.no_grad():
+        parts = [torch.cdist(blk, e64, compute_mode="donot_use_mm_for_euclid_dist").argmin(1)
+                 for blk in z64.split(rows)]
+    idx = torch.cat(parts) if parts else z.new_empty((0,), dtype=torch.int64)
+    dist = ((z64 - e64[idx]) ** 2).sum(1)
+    return idx, dist.to(out_dtype)

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from daenr_fast import _validate
+from daenr_fast import _build, _validate
 from daenr_fast._dispatch import resolve_backend
 
 OP = "vq_lookup"
@@ -77,6 +77,7 @@ def _torch_forward(z, codebook):
 
 
 def _ext_forward(z, codebook):
+    _build.load_extension(OP)  # a no-op once loaded; needed when the op is called directly (e.g. a saved graph)
     idx, dist = torch.ops.daenr_fast_ext.vq_lookup_forward(z, codebook)
     return idx, dist.to(_dist_dtype(z.dtype))
 
