@@ -279,7 +279,7 @@ class Trainer:
             sums[name] = sums.get(name, 0.0) + float(value.detach())
         self.state["train_count"] += 1
 
-    def fit(self, on_step: Optional[Callable[[int], None]] = None) -> None:
+    def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> None:
         cfg, st = self.config, self.state
         self.model.train()
         bar = tqdm(total=cfg.max_steps, initial=st["step"], disable=not cfg.progress, dynamic_ncols=True,
@@ -300,14 +300,14 @@ class Trainer:
                 if st["step"] % cfg.checkpoint_every == 0 or st["finished"]:
                     self.save()
                 if on_step is not None:
-                    on_step(st["step"])
+                    on_step(self)
         finally:
             bar.close()
         self.model.eval()
 
 
 def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: bool = False,
-          on_step: Optional[Callable[[int], None]] = None) -> TrainResult:
+          on_step: Optional[Callable[[Trainer], None]] = None) -> TrainResult:
     """Train ``config`` (paper protocol), evaluate on the test set and, if ``config.out`` is set, write
     ``config.json``, ``checkpoint.pt``, ``history.csv``, ``metrics.json``, ``reconstructions.png`` and
     ``neurons.png`` there.
@@ -318,7 +318,8 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
             passes the same splits to many runs).
         resume: continue from ``config.out/checkpoint.pt`` (which must exist and match the config).
         overwrite: allow starting a fresh run in a folder that already holds a checkpoint.
-        on_step: called with the step number after every step (e.g. for external progress reporting).
+        on_step: called with the :class:`Trainer` after every step (``trainer.state["step"]``, ``.model``,
+            ``.history``), e.g. for external progress reporting; an exception it raises stops the run.
 
     Returns:
         a :class:`TrainResult`; ``result.metrics`` holds the metrics also written to ``metrics.json``.

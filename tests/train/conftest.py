@@ -1,6 +1,7 @@
 """Tiny in-memory datasets for the training tests (a few dozen 16x16 images, 6 Gaussian-RF neurons)."""
 import numpy as np
 import pytest
+import torch
 
 from daenr_fast.data import NeuralDataset, prepare
 
@@ -41,3 +42,12 @@ def tiny_npz(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "tiny.npz"
     save_npz(tiny_dataset(), path)
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: these tiny models are dominated by thread start-up/spin cost on a shared CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
