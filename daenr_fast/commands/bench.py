@@ -96,6 +96,8 @@ def _rerun_with_passive_wait(args) -> int:
 
 
 def run(args) -> int:
+    ops = _split(args.ops, ALL_OPS, "--ops")
+    modes = None if args.modes is None else _split(args.modes, ("fwd", "fwd+bwd"), "--modes")
     if args.device == "cpu" and "OMP_WAIT_POLICY" not in os.environ:
         return _rerun_with_passive_wait(args)
     import torch
@@ -103,8 +105,6 @@ def run(args) -> int:
     from daenr_fast import bench
     from daenr_fast.bench import end_to_end, report, runner
 
-    ops = _split(args.ops, ALL_OPS, "--ops")
-    modes = None if args.modes is None else _split(args.modes, ("fwd", "fwd+bwd"), "--modes")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is visible to torch")
     settings = _settings(args)
