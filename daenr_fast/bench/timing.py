@@ -21,7 +21,8 @@ Peak extra memory
     the resident set at once, it runs in a separate process (:mod:`daenr_fast.bench.memory`) started with
     ``MALLOC_MMAP_THRESHOLD_=65536``: glibc then serves every block of 64 KiB or more with its own ``mmap`` and
     returns it on ``free``. Blocks under 64 KiB and memory a library keeps from its warm-up call are not counted;
-    resolution is a few pages (other memory of the process may be freed or touched meanwhile). Unavailable (None) where ``/proc`` is missing.
+    resolution is some 100 KiB (the process may free or touch other memory meanwhile). None where ``/proc`` is
+    missing.
 """
 from __future__ import annotations
 

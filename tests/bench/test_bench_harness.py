@@ -61,7 +61,7 @@ def test_memory_child_sees_the_reference_intermediate():
     impls = readout.implementations(readout.make_inputs(readout.SIZES["paper"], CPU), "fwd", CPU, compile=False)
     peaks = memory.peak_extra_bytes(readout, "paper", "fwd", settings, impls)
     pooled = 64 * 48 * 103 * 4  # the reference's (B,C,N) float32 intermediate
-    assert 0.9 * pooled <= peaks["reference (einsum)"] < 50 * 2**20  # resolution: a few pages
+    assert 0.5 * pooled <= peaks["reference (einsum)"] < 50 * 2**20  # resolution: some 100 KiB
     assert peaks["daenr:cpu"] < peaks["reference (einsum)"]
 
 
