@@ -5,9 +5,10 @@
 //   dl/dz = act'(z) (1 - s / (r + eps))          (exp: e^z - s)
 //
 // The (R, N) view (N = last dimension for the per-neuron mode, else R = 1) is cut into tiles of rows x column
-// blocks; each tile evaluates row chunks of at most kChunk elements into a stack buffer and reduces them at
-// once. Tiles write their partial sums (double) to their own slots, summed afterwards in a fixed order, so the
-// result does not depend on the number of threads. float math uses vectorizable polynomial exp/log.
+// blocks; each tile evaluates row chunks of at most kChunk elements, reducing as it goes (a per-chunk float sum,
+// or a stack buffer added to per-column double sums). Tiles write their partial sums (double) to their own slots,
+// summed afterwards in a fixed order, so the result does not depend on the number of threads. float math runs on
+// eight-lane vectors with polynomial exp/log.
 #include "cpu/poisson_loss_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -140,9 +141,6 @@ inline V stirling(V s) {
   return sel(s > 1.f, v, splat<V>(0.f));
 }
 
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
 // w <= kLanes floats from p, padded with `fill`; and the matching store.
 inline vf load(const float* p, int64_t w, float fill) {
   vf v = splat<vf>(fill);
@@ -161,47 +159,57 @@ inline void store(float* p, const vf& v, int64_t w) {
   }
 }
 
-// Loss of one chunk into buf; grad (if not null) = scale * dl/dz. float: eight lanes at a time, the tail padded.
+// One chunk of n elements, in a single pass: grad (if not null) = scale * dl/dz; the losses (plus the Stirling
+// term when `full`) either stored to `out` or, when out is null, added to `sum`. Returns the number of invalid
+// (negative or non-finite) targets. float: eight lanes at a time, the tail padded and masked.
 template <int ACT>
-void eval_chunk(const float* z, const float* s, int64_t n, float eps, float scale, float* buf, float* grad) {
+int64_t eval_chunk(const float* z, const float* s, int64_t n, float eps, float scale, bool full, float* grad,
+                   float* out, double& sum) {
   const vf veps = splat<vf>(eps);
+  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  vf acc = splat<vf>(0.f);
+  vi bad = vi{} + 0;
   for (int64_t i = 0; i < n; i += kLanes) {
     const int64_t w = std::min<int64_t>(kLanes, n - i);
+    const vf sv = load(s + i, w, 0.f);
     vf l, g;
-    poisson_elem<ACT>(load(z + i, w, 1.f), load(s + i, w, 0.f), veps, l, g);
-    store(buf + i, l, w);
+    poisson_elem<ACT>(load(z + i, w, 1.f), sv, veps, l, g);
+    if (full) l += stirling(sv);
     if (grad != nullptr) store(grad + i, g * scale, w);
+    if (out != nullptr) {
+      store(out + i, l, w);
+    } else {
+      acc += sel(lane < int32_t(w), l, splat<vf>(0.f));
+    }
+    bad -= ~((sv >= 0.f) & (sv <= std::numeric_limits<float>::max()));  // -(-1) per invalid lane
   }
+  double part = 0;
+  int64_t nbad = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    part += acc[l];
+    nbad += bad[l];
+  }
+  sum += part;
+  return nbad;
 }
 
 template <int ACT>
-void eval_chunk(const double* z, const double* s, int64_t n, double eps, double scale, double* buf, double* grad) {
+int64_t eval_chunk(const double* z, const double* s, int64_t n, double eps, double scale, bool full, double* grad,
+                   double* out, double& sum) {
+  int64_t nbad = 0;
   for (int64_t i = 0; i < n; ++i) {
     double l, g;
     poisson_elem<ACT>(z[i], s[i], eps, l, g);
-    buf[i] = l;
+    if (full) l += stirling(s[i]);
     if (grad != nullptr) grad[i] = g * scale;
+    if (out != nullptr) {
+      out[i] = l;
+    } else {
+      sum += l;
+    }
+    nbad += !(s[i] >= 0.0 && s[i] <= std::numeric_limits<double>::max());
   }
-}
-
-void add_stirling(const float* s, int64_t n, float* buf) {
-  for (int64_t i = 0; i < n; i += kLanes) {
-    const int64_t w = std::min<int64_t>(kLanes, n - i);
-    store(buf + i, load(buf + i, w, 0.f) + stirling(load(s + i, w, 0.f)), w);
-  }
-}
-
-void add_stirling(const double* s, int64_t n, double* buf) {
-  for (int64_t i = 0; i < n; ++i) buf[i] += stirling(s[i]);
-}
-
-template <typename T>
-int64_t count_invalid(const T* s, int64_t n) {
-  const T big = std::numeric_limits<T>::max();
-  int64_t bad = 0;
-#pragma omp simd reduction(+ : bad)
-  for (int64_t i = 0; i < n; ++i) bad += !(s[i] >= T(0) && s[i] <= big);
-  return bad;
+  return nbad;
 }
 
 template <typename T>
@@ -238,19 +246,12 @@ void run(const T* z, const T* s, T eps, int64_t mode, bool full, T gscale, const
       double* cols = col_sum == nullptr ? nullptr : col_sum + (t / p.n_cb) * p.N + c0;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t off = r * p.N + c0;
-        eval_chunk<ACT>(z + off, s + off, w, eps, gscale, buf, grad == nullptr ? nullptr : grad + off);
-        if (full) add_stirling(s + off, w, buf);
-        const int64_t nbad = count_invalid(s + off, w);
+        T* out = mode == kNone ? loss_none + off : (mode == kPerNeuron ? buf : nullptr);
+        const int64_t nbad = eval_chunk<ACT>(z + off, s + off, w, eps, gscale, full,
+                                             grad == nullptr ? nullptr : grad + off, out, sum);
         if (nbad > 0 && first < 0) first = off + first_invalid(s + off, w);
         bad += nbad;
-        if (mode == kNone) {
-          std::copy(buf, buf + w, loss_none + off);
-        } else if (mode == kTotal) {
-          acc_t<T> part = 0;
-#pragma omp simd reduction(+ : part)
-          for (int64_t i = 0; i < w; ++i) part += buf[i];
-          sum += part;
-        } else {
+        if (mode == kPerNeuron) {
 #pragma omp simd
           for (int64_t i = 0; i < w; ++i) cols[i] += buf[i];
         }
