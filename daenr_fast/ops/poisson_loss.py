@@ -12,7 +12,7 @@ z, target (..., N); ``reduction`` ``"mean"``/``"sum"`` over all elements (a scal
 
 The fused backends make a single pass over (z, target): loss, its reduction, the gradient for z (already
 divided by the reduced count) and the validity check of the targets. The backward only multiplies that saved
-gradient by the upstream gradient.
+gradient by the upstream gradient (in place when the graph is not retained).
 """
 from __future__ import annotations
 
@@ -193,7 +193,29 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_loss, _grad_grad, _grad_bad):
     (grad,) = ctx.saved_tensors
-    return grad * grad_loss, None, None, None, None, None, None, None, None
+    return _scale_saved_grad(grad, grad_loss), None, None, None, None, None, None, None, None
+
+
+def _scale_saved_grad(grad: Tensor, grad_loss: Tensor) -> Tensor:
+    """``grad * grad_loss``. When the graph is freed after this backward (eager, no ``retain_graph``), nothing else
+    can see the saved gradient: it is scaled in place, or returned as it is for a unit scalar on CPU."""
+    if _tracing(grad, grad_loss) or _keeps_graph():
+        return grad * grad_loss
+    if grad_loss.numel() == 1 and grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
+        return grad
+    return grad.mul_(grad_loss)
+
+
+def _tracing(*tensors: Tensor) -> bool:
+    """Whether this runs under torch.compile, a dispatch mode (fake tensors, graph tracing) or on tensor subclasses."""
+    return (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
+            or any(type(t) is not Tensor for t in tensors))
+
+
+def _keeps_graph() -> bool:
+    """Whether the running backward keeps the graph (True when that cannot be asked)."""
+    query = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if query is None else bool(query())
 
 
 _poisson_op.register_autograd(_backward, setup_context=_setup_context)

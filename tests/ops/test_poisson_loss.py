@@ -28,9 +28,13 @@ def make_inputs(shape, activation, dtype=torch.float32, seed=0):
 
 
 def loss_and_grad(fn, z, s, seed=1):
+    """Loss and dz for a random upstream gradient (seed None: a unit one)."""
     zz = z.clone().requires_grad_()
     loss = fn(zz, s)
-    g = torch.rand(loss.shape, generator=torch.Generator().manual_seed(seed)) + 0.5
+    if seed is None:
+        g = torch.ones(loss.shape)
+    else:
+        g = torch.rand(loss.shape, generator=torch.Generator().manual_seed(seed)) + 0.5
     loss.backward(g.to(loss.dtype))
     grad = zz.grad if zz.grad is not None else torch.zeros_like(zz)
     return loss.detach(), grad
@@ -120,6 +124,28 @@ def test_non_contiguous_inputs(backend):
                                                           backend=backend), zt, st)
     scaled_close(loss, l_ref, TOL[torch.float32])
     scaled_close(grad, g_ref, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unit_and_scaled_backward_without_retained_graph(backend):
+    z, s = make_inputs((7, 9), "elu1")
+    _, g_ref = loss_and_grad(lambda a, b: reference.poisson_loss(a, b, "elu1"), z, s, seed=None)
+    for scale in (1.0, 3.0):
+        zz = z.clone().requires_grad_()
+        poisson_loss(zz, s, activation="elu1", backend=backend).backward(torch.tensor(scale))
+        torch.testing.assert_close(zz.grad, scale * g_ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_retained_graph_gives_the_same_gradient_twice(backend):
+    z, s = make_inputs((7, 9), "softplus")
+    zz = z.clone().requires_grad_()
+    loss = poisson_loss(zz, s, activation="softplus", per_neuron=True, backend=backend)
+    g = torch.rand(9, generator=torch.Generator().manual_seed(8))
+    loss.backward(g, retain_graph=True)
+    first = zz.grad.clone()
+    loss.backward(g)
+    torch.testing.assert_close(zz.grad, 2 * first)
 
 
 def test_cpu_result_does_not_depend_on_thread_count():
