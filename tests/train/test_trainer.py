@@ -27,10 +27,11 @@ class _Stop(Exception):
     ("cae-fr", ("reconstruction", "response")),
     ("cnn-fm", ("response",)),
     ("vae-fc", ("reconstruction", "response")),
+    ("vq-vae-fr", ("reconstruction", "response")),
 ])
 def test_short_run_lowers_each_loss_term(tiny_splits, model, fit_terms):
-    """The data terms fall over 30 steps; the VAE's KL is a regulariser that may rise as the latent starts to
-    carry information, so for it only its separate logging is checked."""
+    """The data terms fall over 30 steps; the VAE's KL and the VQ commitment are regularisers that may rise as
+    the latent starts to carry information, so for them only their separate logging is checked."""
     cfg = TrainConfig(model=model, layer=3, alpha=1.0, beta=1.0, seed=0, lr=3e-3, **{**QUICK, "max_steps": 30})
     torch.manual_seed(0)
     from daenr_fast.train.trainer import prepare_model
@@ -45,8 +46,9 @@ def test_short_run_lowers_each_loss_term(tiny_splits, model, fit_terms):
     hist = result.history
     logged = {k[len("train_"):] for k in hist[0] if k.startswith("train_")}
     assert set(before) | {"total"} == logged           # every term is logged separately
-    if model.startswith("vae"):
-        assert "kl" in logged and "val_kl" in hist[0]
+    aux = {"vae": "kl", "vq-vae": "vq"}.get(model.rsplit("-", 1)[0])
+    if aux:
+        assert aux in logged and f"val_{aux}" in hist[0]
 
 
 def test_rounds_halve_lr_and_restore_best(tiny_splits):
