@@ -1,0 +1,33 @@
+"""``daenr demo``: CAE vs CAE-FR2 on simulated region 3 (quick settings), a table and a reconstruction figure."""
+from __future__ import annotations
+
+NAME = "demo"
+HELP = "train CAE and CAE-FR2 on simulated region 3 (quick settings) and compare them (a few minutes on a CPU)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="daenr-demo", help="output folder (default ./daenr-demo); finished runs "
+                        "found there are reused")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--jobs", type=int, default=2, help="models trained in parallel processes (default 2)")
+    parser.add_argument("--data", default="sim", help="data (default: the built-in simulated region 3)")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the quick step cap (200)")
+
+
+def run(args) -> int:
+    from daenr_fast.experiments.demo import run_demo
+    from daenr_fast.experiments.protocol import QUICK
+
+    protocol = QUICK.with_overrides(max_steps=args.max_steps)
+    result = run_demo(args.out, data=args.data, protocol=protocol, seed=args.seed, jobs=args.jobs,
+                      log=lambda line: print(line, flush=True))
+    print()
+    print(f"{args.data} region 3, quick settings ({protocol.max_steps} steps, batch {protocol.batch_size}), "
+          f"seed {args.seed}:")
+    print(result["table"])
+    s = result["summary"]
+    print(f"\nwall time {s.wall_seconds:.0f} s ({s.trained} trained, {s.reused} reused)")
+    if result["figure"] is not None:
+        print(f"figure: {result['figure']}")
+    print("One seed and short training: a first look, not a test of the paper's claims (see daenr reproduce).")
+    return 0 if len(result["rows"]) == 2 else 1

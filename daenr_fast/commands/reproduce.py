@@ -1,0 +1,54 @@
+"""``daenr reproduce TARGET``: train the runs behind a paper table or figure and write ``report.md``."""
+from __future__ import annotations
+
+NAME = "reproduce"
+HELP = "reproduce the paper's Tables 2-6 / Figures 2-4 (mean and 95% CI over seeds next to the paper's values)"
+
+
+def add_arguments(parser) -> None:
+    from daenr_fast.experiments.tables import TARGETS
+
+    parser.add_argument("target", choices=TARGETS, help="table2 ... table6, figures (Figs. 2-4) or all")
+    parser.add_argument("--data", default="sim",
+                        help="sim (built-in simulated regions, default), antolik:DIR (DIR/region1..3) or a spec")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="short runs (200 steps, patience 100, batch 32) instead of the paper's protocol")
+    parser.add_argument("--out", default="daenr-reproduce",
+                        help="sweep folder: results.csv, runs/ and TARGET/report.md (default ./daenr-reproduce)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default cores / jobs)")
+    parser.add_argument("--regions", type=int, nargs="+", default=[1, 2, 3], choices=(1, 2, 3),
+                        help="regions to include (default 1 2 3)")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the protocol's step cap")
+    parser.add_argument("--patience", type=int, default=None, help="override the protocol's patience (steps)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+
+
+def run(args) -> int:
+    from daenr_fast.experiments.claims import claim_results, summary_line
+    from daenr_fast.experiments.protocol import PAPER, QUICK
+    from daenr_fast.experiments.report import write_report
+    from daenr_fast.experiments.sweep import default_threads, read_results, rows_for, run_sweep
+    from daenr_fast.experiments.tables import arms_for, layouts_for
+
+    if args.seeds < 1 or args.jobs < 1:
+        raise ValueError("--seeds and --jobs must be at least 1")
+    protocol = (QUICK if args.quick else PAPER).with_overrides(max_steps=args.max_steps, patience=args.patience)
+    regions = tuple(sorted(set(args.regions)))
+    seeds = list(range(args.seeds))
+    arms = arms_for(args.target, regions)
+    threads = args.threads or default_threads(args.jobs)
+    print(f"{args.target}: {len(arms)} configurations x {len(seeds)} seeds, protocol {protocol.name}, "
+          f"data {args.data}, {args.jobs} job(s) x {threads} thread(s)", flush=True)
+    summary = run_sweep(arms, seeds, protocol, args.data, args.out, jobs=args.jobs, threads=threads, device=args.device,
+                        log=lambda line: print(line, flush=True))
+    path = write_report(args.out, args.target, regions, seeds, protocol, args.data, summary, args.jobs, threads)
+    rows = read_results(args.out)
+    for layout in layouts_for(args.target, regions):
+        results = claim_results(layout, lambda arm: rows_for(rows, arm, seeds, protocol, args.data))
+        if results:
+            print(f"{layout.name} claims: {summary_line(results)}")
+    print(f"wall time {summary.wall_seconds:.0f} s ({summary.trained} trained, {summary.reused} reused, "
+          f"{summary.failed} failed); report: {path}")
+    return 1 if summary.failed else 0

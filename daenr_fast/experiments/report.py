@@ -1,0 +1,160 @@
+"""``report.md`` of a reproduction: tables (ours next to the paper's), claim verdicts, figures, settings,
+software versions and wall time. Everything is computed from ``results.csv`` and the run folders; the only
+numbers not measured here are the paper's published values (:mod:`daenr_fast.experiments.paper_values`).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Callable, List, Sequence
+
+from daenr_fast.experiments import figures as F
+from daenr_fast.experiments.claims import FORMAT, claim_lines, claim_results, summary_line
+from daenr_fast.experiments.paper_values import paper_value
+from daenr_fast.experiments.protocol import QUICK, SILENT_CHOICES, Protocol
+from daenr_fast.experiments.stats import by_seed, mean_ci
+from daenr_fast.experiments.sweep import SweepSummary, read_results, rows_for, run_id
+from daenr_fast.experiments.tables import (LAYERS, METRIC_LABEL, Arm, Cell, Layout, baseline_arm, layouts_for,
+                                           preset_arm)
+from daenr_fast.experiments.worker import RECON_NAME
+
+PACKAGES = ("torch", "numpy", "scipy", "scikit-image", "matplotlib", "daenr_fast")
+
+
+def cell_text(cell: Cell, rows_of: Callable[[Arm], List[dict]]) -> str:
+    """``ours ± half-width (paper)``; ``-`` for no run; the interval is left out with one seed."""
+    spec = FORMAT[cell.metric]
+    table, label, subset = cell.paper
+    paper = paper_value(table, cell.arm.region, label, cell.metric, subset)
+    paper_text = f" ({format(paper, spec)})" if paper is not None else ""
+    ci = mean_ci(list(by_seed(rows_of(cell.arm), cell.metric).values()))
+    if ci.n == 0:
+        return "-" + paper_text
+    ours = format(ci.mean, spec) + (f" ± {format(ci.half_width, spec)}" if ci.n >= 2 else "")
+    return ours + paper_text
+
+
+def table_markdown(layout: Layout, rows_of: Callable[[Arm], List[dict]]) -> List[str]:
+    """The layout as a markdown table (rows with a metric column carry the metric name)."""
+    lines = ["| " + " | ".join(layout.header) + " |", "|" + "---|" * len(layout.header)]
+    for label, cells in layout.rows:
+        texts = [cell_text(c, rows_of) if c is not None else "" for c in cells]
+        if "metric" in layout.header:
+            metric = next(c.metric for c in cells if c is not None)
+            texts[0] = METRIC_LABEL[metric]
+        lines.append("| " + " | ".join([label] + texts) + " |")
+    return lines
+
+
+def _counts(rows: Sequence[dict]):
+    import numpy as np
+
+    sig = np.array([float(r["n_significant"]) for r in rows if r.get("n_significant") not in (None, "")])
+    total = np.array([float(r["n_neurons"]) for r in rows if r.get("n_significant") not in (None, "")])
+    return sig, total - sig
+
+
+def make_figures(out: Path, dest: Path, rows_of: Callable[[Arm], List[dict]], regions: Sequence[int],
+                 protocol: Protocol, data: str) -> List[str]:
+    """Draw Figures 2-4 into ``dest`` from whatever runs of the sweep folder ``out`` exist; returns the markdown
+    lines that embed them."""
+    lines = []
+    if 3 in regions:
+        arms = [baseline_arm("cae", 3)] + [preset_arm("table8", 3, "cae-fr", i) for i in LAYERS]
+        panels = []
+        for arm in arms:
+            done = sorted(int(r["seed"]) for r in rows_of(arm))
+            recon = out / "runs" / run_id(arm, done[0], protocol, data) / RECON_NAME if done else None
+            panels.append((arm.label, recon))
+        if F.figure2(dest / "figure2.png", panels):
+            lines.append("![Figure 2](figure2.png)")
+    fig3 = {f"region {r}: CAE-FRi (Table 8 weights)": (
+        [f"CAE-FR{i}" for i in LAYERS], [_counts(rows_of(preset_arm("table8", r, "cae-fr", i))) for i in LAYERS])
+        for r in regions}
+    if F.count_figure(dest / "figure3.png", fig3, "Figure 3: significant / insignificant neurons, IR runs"):
+        lines.append("![Figure 3](figure3.png)")
+    fig4 = {}
+    for r in regions:
+        for kind, make in (("CNN-FRi (readout only)", lambda i: baseline_arm("cnn-fr", r, i)),
+                           ("CAE-FRi (joint, Table 9 weights)", lambda i: preset_arm("table9", r, "cae-fr", i))):
+            arms = [make(i) for i in LAYERS]
+            fig4[f"region {r}: {kind}"] = ([a.label for a in arms], [_counts(rows_of(a)) for a in arms])
+    if F.count_figure(dest / "figure4.png", fig4, "Figure 4: significant / insignificant neurons, baseline vs joint"):
+        lines.append("![Figure 4](figure4.png)")
+    return lines
+
+
+def _versions() -> List[str]:
+    lines = [f"- python {platform.python_version()} on {platform.platform()}, {os.cpu_count()} CPU cores"]
+    for name in PACKAGES:
+        try:
+            lines.append(f"- {name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            lines.append(f"- {name}: not installed")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).parent).stdout.strip()
+        if commit:
+            lines.append(f"- daenr_fast git commit {commit}")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return lines
+
+
+def _settings(protocol: Protocol, data: str, seeds: Sequence[int], jobs: int, threads: int) -> List[str]:
+    lines = [f"- protocol **{protocol.name}**: " + ", ".join(f"{k} {v}" for k, v in protocol.train_fields().items()),
+             f"- data: `{data}`; seeds {', '.join(map(str, seeds))}; {jobs} parallel job(s), {threads} torch "
+             "thread(s) each", "- alpha:beta from the paper's Tables 8-13 (Table 2: Table 8; Table 3: Table 8; "
+             "Table 4: Table 9; Table 5: Table 10; Table 6: Tables 11-13)", "", "Where the paper is silent:", "",
+             "| setting | our choice | note |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in SILENT_CHOICES]
+    return lines
+
+
+def write_report(out, target: str, regions: Sequence[int], seeds: Sequence[int], protocol: Protocol, data: str,
+                 summary: SweepSummary, jobs: int = 1, threads: int = 1, dest=None) -> Path:
+    """Write ``report.md`` and the figure PNGs into ``dest`` (default ``out/TARGET``) from the sweep folder
+    ``out`` (``results.csv``, ``runs/``); returns the report path."""
+    out = Path(out)
+    dest = Path(dest) if dest is not None else out / target
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = read_results(out)
+    rows_of = lambda arm: rows_for(rows, arm, seeds, protocol, data)  # noqa: E731
+    lines = [f"# DAE-NR reproduction: `{target}`", ""]
+    if protocol.name.startswith(QUICK.name):
+        lines += [f"> **Quick mode**: at most {protocol.max_steps} steps per run, patience {protocol.patience}, "
+                  f"batch {protocol.batch_size}. This is NOT the paper's protocol (patience 1000, two rounds, "
+                  "no step cap); the models are far from converged and the numbers below say little about the "
+                  "paper's claims.", ""]
+    if data.startswith("sim"):
+        lines += ["> Data: the built-in **simulated** V1 regions (Table 7 sizes), not the Antolik et al. 2016 "
+                  "recordings the paper used. Absolute values are not comparable to the paper's; the claims "
+                  "(which model is better) are what is tested.", ""]
+    lines += [f"Each cell: our mean over {len(seeds)} seed(s) ± half-width of the 95% t-interval, then the paper's "
+              "published value in parentheses. Claims are paired differences (same seed) with 95% t-intervals: "
+              "**supported** = interval entirely on the paper's side of 0, **contradicted** = entirely on the "
+              "other side, **not resolved** = contains 0.", ""]
+    for layout in layouts_for(target, regions):
+        lines += [f"## {layout.title}", ""] + table_markdown(layout, rows_of) + [""]
+        if layout.note:
+            lines += [layout.note, ""]
+        results = claim_results(layout, rows_of)
+        if results:
+            lines += ["### Claims", "", f"Summary: {summary_line(results)}", ""] + claim_lines(results) + [""]
+    figure_lines = make_figures(out, dest, rows_of, regions, protocol, data)
+    if figure_lines:
+        lines += ["## Figures", ""] + [x for f in figure_lines for x in (f, "")]
+    failed = [r for r in rows.values() if r.get("status") == "failed"]
+    total = sum(float(r.get("wall_seconds") or 0) for r in rows.values())
+    lines += ["## Settings", ""] + _settings(protocol, data, seeds, jobs, threads) + ["", "## Wall time", "",
+              f"- this invocation: {summary.wall_seconds:.0f} s ({summary.trained} runs trained, {summary.reused} "
+              f"reused, {summary.failed} failed)", f"- all runs in results.csv: {len(rows)}, summed run time "
+              f"{total:.0f} s ({total / 60:.1f} min)"]
+    lines += [f"- failed: {r['run_id']}: {r['error']}" for r in failed]
+    lines += ["", "## Software", ""] + _versions() + [""]
+    path = dest / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

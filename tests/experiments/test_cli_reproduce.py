@@ -1,0 +1,51 @@
+"""``daenr reproduce`` and ``daenr demo`` end to end on a tiny data set with a few steps per run."""
+import csv
+
+import pytest
+
+from daenr_fast.cli import main
+
+
+@pytest.fixture(scope="module")
+def reproduced(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    args = ["reproduce", "table2", "--data", tiny_data, "--regions", "3", "--seeds", "2", "--quick",
+            "--max-steps", "2", "--jobs", "1", "--threads", "1", "--device", "cpu", "--out", str(out)]
+    return out, args, main(args)
+
+
+def test_reproduce_writes_rows_report_and_figures(reproduced, capsys):
+    out, _, status = reproduced
+    assert status == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 10 and {r["label"] for r in rows} == {"CAE", "CAE-FR1", "CAE-FR2", "CAE-FR3", "CAE-FR4"}
+    assert all(r["status"] == "ok" and r["steps"] == "2" for r in rows)
+    text = (out / "table2" / "report.md").read_text()
+    assert "| CAE-FR2 |" in text and "(0.0430)" in text and "Quick mode" in text
+    assert text.count("- R3: CAE-FR") == 4
+    assert (out / "table2" / "figure2.png").exists() and (out / "table2" / "figure3.png").exists()
+
+
+def test_rerun_reuses_every_run(reproduced, capsys):
+    out, args, _ = reproduced
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "reusing 10 of 10 finished runs" in printed and "(0 trained, 10 reused, 0 failed)" in printed
+
+
+def test_demo_prints_the_comparison(tiny_data, tmp_path, capsys):
+    assert main(["demo", "--data", tiny_data, "--out", str(tmp_path), "--jobs", "1", "--max-steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("model"))
+    for column in ("MSE", "PSNR", "SSIM", "PCC", "significant", "noise-ceiling fraction"):
+        assert column in header
+    assert any(line.startswith("CAE-FR2 ") for line in printed.splitlines())
+    assert (tmp_path / "demo.png").stat().st_size > 0
+
+
+def test_unknown_target_is_refused(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["reproduce", "table9"])
+    assert err.value.code == 2
