@@ -14,7 +14,8 @@ class PoissonLoss(nn.Module):
     ``per_neuron=True`` it is reduced over all leading dimensions only, one value per neuron (last dimension).
     ``full_loss=True`` adds the Stirling term of ``log(target!)``. ``activation`` turns the model output into a
     rate first: ``"identity"`` (the output already is a rate), ``"elu1"``, ``"softplus"`` or ``"exp"`` (the output
-    is a log-rate). The target gets no gradient.
+    is a log-rate). The target gets no gradient. ``validate`` and ``backend`` are passed to
+    :func:`~daenr_fast.ops.poisson_loss` (target check, backend choice).
 
     Shapes: output, target (..., N) -> a scalar, or (N,) with ``per_neuron``.
     """
