@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from daenr_fast import _validate
+from daenr_fast import _build, _validate
 from daenr_fast._dispatch import resolve_backend
 from daenr_fast.ops import reference
 
@@ -87,10 +87,12 @@ def _torch_backward(grad, x, spatial, features):
 
 
 def _ext_forward(x, spatial, features, bias):
+    _build.load_extension(OP)  # a no-op once loaded; needed when the custom op is called directly
     return torch.ops.daenr_fast_ext.factorized_readout_forward(x, spatial, features, bias)
 
 
 def _ext_backward(grad, x, spatial, features):
+    _build.load_extension(OP)
     return torch.ops.daenr_fast_ext.factorized_readout_backward(grad.contiguous(), x, spatial, features)
 
 
