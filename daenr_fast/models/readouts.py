@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daenr_fast import nn as dnn
-from daenr_fast import ops
-from daenr_fast.models.receptive_fields import estimate_rf_centers, gaussian_masks
+from daenr_fast.nn import FixedMaskReadout, FullyConnectedReadout  # noqa: F401  (re-exported)
 
 READOUTS = ("fr", "fc", "fm")
 ACTIVATIONS = ("identity", "elu1", "softplus", "exp")
@@ -56,91 +55,6 @@ def inverse_activation(rate: Tensor, activation: str = "elu1") -> Tensor:
     if activation == "softplus":
         return rate + torch.log(-torch.expm1(-rate))
     return rate.log()
-
-
-class FullyConnectedReadout(nn.Module):
-    """``z = W vec(h) + b``: h (B,C,H,W) -> z (B,n); W (n, C*H*W) initialised N(0, init_noise^2)."""
-
-    def __init__(self, in_shape: Tuple[int, int, int], outdims: int, init_noise: float = 1e-3):
-        super().__init__()
-        self.in_shape = tuple(in_shape)
-        self.outdims = outdims
-        self.linear = nn.Linear(self.in_shape[0] * self.in_shape[1] * self.in_shape[2], outdims)
-        nn.init.normal_(self.linear.weight, std=init_noise)
-        nn.init.zeros_(self.linear.bias)
-
-    @property
-    def bias(self) -> Tensor:
-        return self.linear.bias
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.linear(h.flatten(1))
-
-    def regularizer(self) -> Tensor:
-        """``sum |W|`` (L1 sparsity of the weights)."""
-        return self.linear.weight.abs().sum()
-
-    def masks(self) -> Optional[Tensor]:
-        """Spatial weight maps ``||W[n,:,x,y]||_2`` over channels -> (n,H,W)."""
-        return self.linear.weight.detach().view(self.outdims, *self.in_shape).norm(dim=1)
-
-
-class FixedMaskReadout(nn.Module):
-    """Factorized readout with a fixed spatial mask: ``z[b,n] = sum_c w[n,c] sum_xy m[n,x,y] h[b,c,x,y] + b[n]``.
-
-    ``mask`` (n,H,W) and ``centers`` (n,2, RF centres in image pixels) are buffers: saved with the model, never
-    trained. Until :meth:`fit` (or :meth:`set_centers`) runs the mask is uniform and ``fitted`` is False.
-
-    Args:
-        in_shape: (C,H,W) of h_i.
-        outdims: number of neurons n.
-        sigma: Gaussian mask standard deviation in image pixels.
-        image_size: side of the input image (32).
-        init_noise: std of the initial feature weights.
-    """
-
-    def __init__(self, in_shape: Tuple[int, int, int], outdims: int, sigma: float = 3.0, image_size: int = 32,
-                 init_noise: float = 1e-3):
-        super().__init__()
-        c, h, w = in_shape
-        if h != w:
-            raise ValueError(f"FixedMaskReadout needs a square feature map, got in_shape={tuple(in_shape)}")
-        self.in_shape = tuple(in_shape)
-        self.outdims = outdims
-        self.sigma = float(sigma)
-        self.image_size = image_size
-        self.features = nn.Parameter(torch.randn(outdims, c) * init_noise)
-        self.bias = nn.Parameter(torch.zeros(outdims))
-        self.register_buffer("mask", torch.full((outdims, h, w), 1.0 / (h * w)))
-        self.register_buffer("centers", torch.full((outdims, 2), (image_size - 1) / 2.0))
-        self.register_buffer("fitted", torch.tensor(False))
-
-    def forward(self, h: Tensor) -> Tensor:
-        return ops.factorized_readout(h, self.mask, self.features, self.bias)
-
-    def set_centers(self, centers: Tensor) -> None:
-        """Set the RF centres (n,2) in image pixels and rebuild the Gaussian masks on h_i's grid."""
-        if centers.shape != (self.outdims, 2):
-            raise ValueError(f"centers must be ({self.outdims},2), got {tuple(centers.shape)}")
-        with torch.no_grad():
-            self.centers.copy_(centers)
-            self.mask.copy_(gaussian_masks(centers, self.in_shape[1], self.image_size, self.sigma))
-            self.fitted.fill_(True)
-
-    def fit(self, images: Tensor, responses: Tensor) -> Tensor:
-        """Estimate RF centres from training data (see :mod:`daenr_fast.models.receptive_fields`); returns them."""
-        if images.shape[-1] != self.image_size:
-            raise ValueError(f"images must be {self.image_size}x{self.image_size}, got {tuple(images.shape)}")
-        centers = estimate_rf_centers(images.cpu(), responses.cpu())
-        self.set_centers(centers.to(self.mask.device))
-        return centers
-
-    def regularizer(self) -> Tensor:
-        """``sum |w|`` over the feature weights (the mask is fixed)."""
-        return self.features.abs().sum()
-
-    def masks(self) -> Tensor:
-        return self.mask.detach()
 
 
 def build_readout(kind: str, in_shape: Tuple[int, int, int], n_neurons: int, *, init_noise: float = 1e-3,

@@ -14,7 +14,7 @@ with the features flattened to (N,P). For X = U diag(d) V^T the ridge solution a
 and lam is chosen per feature set by generalised cross-validation,
 ``GCV(lam) = ||Y - H Y||_F^2 / (N - tr H)^2``. For each neuron the feature set with the smaller
 leave-one-out (GCV) error wins; its weight map is smoothed with a small Gaussian and the peak of ``|map|`` is
-the RF centre, mapped back to image pixels (row, col) by ``(i + 1/2) * pool - 1/2``. :func:`gaussian_masks` turns centres into normalised Gaussian masks on
+the RF centre, mapped back to image pixels (row, col) by ``(i + 1/2) * pool - 1/2``. :func:`daenr_fast.nn.fixed_mask_readout.gaussian_masks` turns centres into normalised Gaussian masks on
 the (coarser) grid of an encoder layer.
 """
 from __future__ import annotations
@@ -101,26 +101,3 @@ def map_peaks(maps: Tensor) -> Tensor:
     width = maps.shape[-1]
     return torch.stack([flat // width, flat % width], 1).float()
 
-
-def gaussian_masks(centers: Tensor, grid: int, image_size: int = 32, sigma: float = 3.0) -> Tensor:
-    """Normalised Gaussian masks on a ``grid`` x ``grid`` layer for RF centres given in image pixels.
-
-    Cell (i, j) of the grid has its centre at image coordinates ``((i + 1/2) S/g - 1/2, (j + 1/2) S/g - 1/2)``;
-    ``mask[n,i,j] ∝ exp(-|cell_ij - c_n|^2 / (2 sigma^2))`` with ``sum_ij mask[n,i,j] = 1``.
-
-    Args:
-        centers: (n,2) RF centres (row, col) in image pixels.
-        grid: side of the layer's spatial grid (16 for h1/h2, 8 for h3/h4).
-        image_size: side of the image (32).
-        sigma: Gaussian standard deviation in image pixels.
-
-    Returns:
-        masks (n, grid, grid), float32.
-    """
-    if sigma <= 0:
-        raise ValueError(f"fm_sigma must be positive (pixels), got {sigma}")
-    coords = (torch.arange(grid, dtype=torch.float32) + 0.5) * (image_size / grid) - 0.5
-    rows = coords.view(1, grid, 1) - centers[:, 0].float().view(-1, 1, 1)
-    cols = coords.view(1, 1, grid) - centers[:, 1].float().view(-1, 1, 1)
-    masks = torch.exp(-(rows.pow(2) + cols.pow(2)) / (2 * sigma ** 2))
-    return masks / masks.flatten(1).sum(1).view(-1, 1, 1)

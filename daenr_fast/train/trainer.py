@@ -35,7 +35,7 @@ from daenr_fast.models.registry import build_model, display_name
 from daenr_fast.train.checkpoint import (CHECKPOINT_NAME, capture_rng_states, load_checkpoint, restore_rng_states,
                                          save_checkpoint)
 from daenr_fast.train.config import TrainConfig
-from daenr_fast.train.losses import TERMS, first_non_finite, loss_terms
+from daenr_fast.train.losses import first_non_finite, loss_terms
 
 #: config fields that may differ between a run and its resumption (they do not change the numbers)
 RESUME_FREE_FIELDS = ("out", "progress", "figures", "device")

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from daenr_fast.models import FixedMaskReadout, FullyConnectedReadout, activate, build_model, inverse_activation
-from daenr_fast.models.receptive_fields import estimate_rf_centers, gaussian_masks, map_peaks
+from daenr_fast.models.receptive_fields import estimate_rf_centers, map_peaks
+from daenr_fast.nn.fixed_mask_readout import gaussian_masks
 from daenr_fast.models.vae import gaussian_kl
 
 
