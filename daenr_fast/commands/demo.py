@@ -26,7 +26,7 @@ def run(args) -> int:
           f"seed {args.seed}:")
     print(result["table"])
     s = result["summary"]
-    print(f"\nwall time {s.wall_seconds:.0f} s ({s.trained} trained, {s.reused} reused)")
+    print(f"\nwall time {s.wall_seconds:.0f} s ({s.trained} trained, {s.reused} reused, {s.failed} failed)")
     if result["figure"] is not None:
         print(f"figure: {result['figure']}")
     print("One seed and short training: a first look, not a test of the paper's claims (see daenr reproduce).")

@@ -54,6 +54,33 @@ def claim_lines(results: Sequence[dict]) -> List[str]:
     return lines
 
 
+def identical_arms(layout: Layout, rows_of: Callable[[Arm], List[dict]],
+                   metrics: Sequence[str] = ("mse", "psnr", "ssim"), rel_tol: float = 1e-4) -> List[str]:
+    """Lines naming pairs of arms (same region) whose ``metrics`` agree within ``rel_tol`` on every seed.
+
+    Such a pair means the part in which the two arms differ (e.g. the readout layer at a tiny beta) did not
+    change those numbers at all, so their differences to a third arm come from elsewhere (initialisation).
+    """
+    arms = list(dict.fromkeys(c.arm for _, cells in layout.rows for c in cells if c is not None))
+    values = {}
+    for arm in arms:
+        rows = [r for r in rows_of(arm) if all(r.get(m) not in (None, "") for m in metrics)]
+        per_seed = {int(r["seed"]): [float(r[m]) for m in metrics] for r in rows}
+        if per_seed:
+            values[arm] = per_seed
+    lines = []
+    for k, a in enumerate(arms):
+        for b in arms[k + 1:]:
+            if a in values and b in values and a.region == b.region and a.subset == b.subset:
+                common = set(values[a]) & set(values[b])
+                if common and all(math.isclose(x, y, rel_tol=rel_tol) for s in common
+                                  for x, y in zip(values[a][s], values[b][s])):
+                    lines.append(f"- R{a.region}: {a.label} and {b.label}: "
+                                 f"{'/'.join(METRIC_LABEL[m] for m in metrics)} agree within {rel_tol:g} (relative) "
+                                 f"on all {len(common)} seed(s).")
+    return lines
+
+
 def summary_line(results: Sequence[dict]) -> str:
     """Counts of verdicts per metric, e.g. ``MSE: 3 supported, 9 not resolved (of 12)``."""
     per: Dict[str, Counter] = {}

@@ -25,6 +25,8 @@ from daenr_fast.experiments.tables import Arm
 from daenr_fast.experiments.worker import execute
 
 RESULTS_NAME = "results.csv"
+#: one line per invocation of :func:`run_sweep`: time, runs trained / reused / failed, wall seconds
+SWEEP_LOG = "sweeps.log"
 COLUMNS = ("run_id", "label", "model", "layer", "region", "subset", "alpha", "beta", "preset", "seed", "protocol",
            "data", "status", "error", "n_neurons", "steps", "stop_reason", "train_seconds", "wall_seconds", "mse",
            "psnr", "ssim", "pcc", "pcc_median", "n_significant", "noise_ceiling_fraction", "corr_to_truth",
@@ -134,7 +136,12 @@ def run_sweep(arms: Sequence[Arm], seeds: Sequence[int], protocol: Protocol, dat
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             for future in as_completed([pool.submit(execute, job) for job in pending]):
                 record(future.result())
-    return SweepSummary(counts["trained"], reused, counts["failed"], time.perf_counter() - start)
+    summary = SweepSummary(counts["trained"], reused, counts["failed"], time.perf_counter() - start)
+    with open(out / SWEEP_LOG, "a", encoding="utf-8") as handle:
+        handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {len(arms)} configurations x {len(seeds)} seeds, "
+                     f"{protocol.name}: {summary.trained} trained, {summary.reused} reused, {summary.failed} failed, "
+                     f"{summary.wall_seconds:.0f} s wall\n")
+    return summary
 
 
 def _progress_line(row: dict, done: int, total: int) -> str:

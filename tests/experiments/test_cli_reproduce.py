@@ -23,7 +23,7 @@ def test_reproduce_writes_rows_report_and_figures(reproduced, capsys):
     assert all(r["status"] == "ok" and r["steps"] == "2" for r in rows)
     text = (out / "table2" / "report.md").read_text()
     assert "| CAE-FR2 |" in text and "(0.0430)" in text and "Quick mode" in text
-    assert text.count("- R3: CAE-FR") == 4
+    assert text.count("(Table 8 weights) reconstructs better than CAE:") == 4
     assert (out / "table2" / "figure2.png").exists() and (out / "table2" / "figure3.png").exists()
 
 

@@ -107,3 +107,22 @@ def test_claim_verdicts_follow_the_interval(better, worse, expected):
     assert result["diff"].mean == pytest.approx(diff.mean())
     assert result["verdict"] == expected
     assert result["paper"] == pytest.approx(0.043 - 0.081)
+
+
+def test_identical_arms_are_named():
+    from daenr_fast.experiments.claims import identical_arms
+    from daenr_fast.experiments.tables import table2
+
+    layout = table2((3,))
+    fr1, fr2 = preset_arm("table8", 3, "cae-fr", 1), preset_arm("table8", 3, "cae-fr", 2)
+
+    def rows_of(arm):
+        base = {"mse": 0.03, "psnr": 23.0, "ssim": 0.5}
+        if arm not in (fr1, fr2):
+            base = {k: v * (1.1 + 0.1 * arm.layer) for k, v in base.items()}
+        elif arm == fr2:
+            base = {k: v * (1 + 1e-7) for k, v in base.items()}
+        return [dict(base, seed=s) for s in SEEDS]
+
+    assert identical_arms(layout, rows_of) == [
+        "- R3: CAE-FR1 and CAE-FR2: MSE/PSNR/SSIM agree within 0.0001 (relative) on all 3 seed(s)."]
