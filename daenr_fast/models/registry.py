@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import torch
 from torch import nn
 
 from daenr_fast.models.cae import CAE
@@ -94,9 +95,18 @@ def build_model(name: str, layer: int = 2, n_neurons: Optional[int] = None, **cf
         return AutoencoderBaseline(name, _autoencoder(ae_kind, opts))
     if isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1:
         raise ValueError(f"model {name!r} has a readout: n_neurons must be a positive integer, got {n_neurons!r}")
-    in_shape = feature_shape(layer, opts["channels"])
-    readout = build_readout(readout_kind, in_shape, n_neurons, init_noise=opts["init_noise"],
-                            fm_sigma=opts["fm_sigma"])
+    backbone = Encoder(1, opts["channels"], depth=layer) if ae_kind is None else _autoencoder(ae_kind, opts)
+    readout = _readout_with_own_stream(readout_kind, feature_shape(layer, opts["channels"]), n_neurons, opts)
     if ae_kind is None:
-        return CNNBaseline(name, Encoder(1, opts["channels"], depth=layer), readout, layer)
-    return DAENR(name, _autoencoder(ae_kind, opts), readout, layer)
+        return CNNBaseline(name, backbone, readout, layer)
+    return DAENR(name, backbone, readout, layer)
+
+
+def _readout_with_own_stream(kind: str, in_shape, n_neurons: int, opts: dict) -> nn.Module:
+    """The readout is initialised from its own random stream (derived from the current seed) and leaves the
+    global one untouched, so that at one seed CAE and CAE-FRi share their autoencoder weights and CNN-FRi and
+    CAE-FRi their readout weights: paired comparisons then differ only by the loss."""
+    seed = torch.initial_seed() + 7919
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed % 2**63)
+        return build_readout(kind, in_shape, n_neurons, init_noise=opts["init_noise"], fm_sigma=opts["fm_sigma"])

@@ -86,3 +86,21 @@ def test_bad_neurons_and_options():
         build_model("cae", latent_dims=3)
     with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
         build_model("vae", latent_dim=0)
+
+
+def test_paired_models_share_initialisation_at_one_seed():
+    """CAE vs CAE-FR2 share autoencoder weights; CNN-FR2 vs CAE-FR2 share readout and the first two conv layers."""
+    torch.manual_seed(3)
+    cae = build_model("cae", layer=2)
+    torch.manual_seed(3)
+    cae_fr = build_model("cae-fr", layer=2, n_neurons=7)
+    torch.manual_seed(3)
+    cnn_fr = build_model("cnn-fr", layer=2, n_neurons=7)
+    for (name, a), (_, b) in zip(cae.autoencoder.state_dict().items(), cae_fr.autoencoder.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=lambda m: f"autoencoder {name}: {m}")
+    for (name, a), (_, b) in zip(cae_fr.readout.state_dict().items(), cnn_fr.readout.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=lambda m: f"readout {name}: {m}")
+    cnn_convs = [p for n, p in cnn_fr.encoder.named_parameters()]
+    cae_convs = [p for n, p in cae_fr.autoencoder.encoder.named_parameters()][:len(cnn_convs)]
+    for a, b in zip(cnn_convs, cae_convs):
+        torch.testing.assert_close(a, b)
