@@ -77,12 +77,15 @@ def _torch_forward(x, spatial, features, bias):
 
 def _torch_backward(grad, x, spatial, features):
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    gy, x32, m32, w32 = (t.to(acc) for t in (grad, x, spatial, features))
-    pooled = torch.einsum("bchw,nhw->bcn", x32, m32)
-    g = gy[:, None, :] * w32.t()[None]
-    grad_x = torch.einsum("bcn,nhw->bchw", g, m32)
-    grad_spatial = torch.einsum("bcn,bchw->nhw", g, x32)
-    grad_features = torch.einsum("bn,bcn->nc", gy, pooled)
+    b, c, h, w = x.shape
+    n = spatial.shape[0]
+    gy, m, wt = grad.to(acc), spatial.to(acc).reshape(n, h * w), features.to(acc)
+    xs = x.to(acc).reshape(b * c, h * w)
+    pooled = (xs @ m.t()).view(b, c, n)
+    g = (gy[:, None, :] * wt.t()[None]).reshape(b * c, n)
+    grad_x = (g @ m).view(b, c, h, w)
+    grad_spatial = (g.t() @ xs).view(n, h, w)
+    grad_features = (gy[:, None, :] * pooled).sum(0).t()
     return grad_x, grad_spatial, grad_features, gy.sum(0)
 
 
