@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
-        cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        text = module.HELP.replace("%", "%%")  # argparse formats help strings with %
+        cmd = sub.add_parser(module.NAME, help=text, description=text)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
