@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
         text = module.HELP.replace("%", "%%")  # argparse formats help strings with %
-        cmd = sub.add_parser(module.NAME, help=text, description=text)
+        cmd = sub.add_parser(module.NAME, help=text, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
