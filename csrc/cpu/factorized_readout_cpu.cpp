@@ -16,7 +16,7 @@ namespace daenr::cpu {
 namespace {
 
 constexpr int64_t kWorkspaceElems = 64 * 1024;  // 256 KiB of float32 per tile: stays in L2
-constexpr int64_t kBackwardElems = 256 * 1024;  // 1 MiB of float32 per tile of the dx pass
+constexpr int64_t kBackwardElems = 256 * 1024;  // 1 MiB of float32 per backward tile (L2 + L3)
 constexpr int64_t kBackwardRows = 256;          // GEMM rows per backward tile
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -113,7 +113,7 @@ at::Tensor factorized_readout_forward(const at::Tensor& x, const at::Tensor& spa
 
 // Backward in two GEMM-sized passes (the forward is the third), never holding (B,C,N) or (N,C,P):
 //
-//   Z[n,(c,p)] = sum_b gy[b,n] x[b,c,p]              (one GEMM gy^T X, K = B, in blocks of n and (c,p))
+//   Z[n,(c,p)] = sum_b gy[b,n] x[b,c,p]              (one GEMM gy^T X, K = B, in blocks of n and c)
 //   dspatial[n,p]  = sum_c w[n,c] Z[n,c,p]           (an axpy over each block of Z while it is in cache)
 //   dfeatures[n,c] = sum_p m[n,p] Z[n,c,p]           (a dot product over the same block)
 //   dx[b,c,p]      = sum_n gy[b,n] w[n,c] m[n,p]     (GEMM G M with G[(b,c),n] = gy[b,n] w[n,c], K = N)
@@ -132,11 +132,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> factorized_readout_ba
   auto GX = grad_x.view({B * C, P});
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
 
-  // Many GEMM rows per tile: BLAS packs the operand it streams at every call, so each packed element should serve
-  // many rows. Pass 1: nz neurons (up to kBackwardRows, at least one block per thread) by pz pixels of one
-  // channel, so that Z and the rows of dspatial and spatial it meets stay in L2 while the channels go by.
+  // Large tiles: BLAS packs the operand it streams at every call, so each packed element should serve many rows
+  // (tiles of a few pixels made the GEMMs of K = B too small). Pass 1: nz neurons (up to kBackwardRows, at
+  // least one block per thread) by cz whole channels (Z within kBackwardElems, or one channel).
   const int64_t nz = std::max<int64_t>(1, std::min<int64_t>(kBackwardRows, ceil_div(N, threads)));
-  const int64_t pz = std::max<int64_t>(16, std::min<int64_t>(P, kWorkspaceElems / 2 / nz));
+  const int64_t cz = std::max<int64_t>(1, std::min<int64_t>(C, kBackwardElems / std::max<int64_t>(1, nz * P)));
   // Pass 2: bx batch elements (up to kBackwardRows GEMM rows, one block per thread) by nx neurons (the GEMM's K).
   const int64_t bx = std::max<int64_t>(1, std::min<int64_t>(ceil_div(kBackwardRows, C), ceil_div(B, threads)));
   const int64_t nx = std::min<int64_t>(N, std::max<int64_t>(64, kBackwardElems / std::max<int64_t>(1, bx * C)));
@@ -150,19 +150,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> factorized_readout_ba
     scalar_t* gwp = grad_w.data_ptr<scalar_t>();
 
     at::parallel_for(0, ceil_div(N, nz), 1, [&](int64_t begin, int64_t end) {
-      auto ws = at::empty({nz * pz}, x.options());
+      auto ws = at::empty({nz * cz * P}, x.options());
       for (int64_t tn = begin; tn < end; ++tn) {
         const int64_t n0 = tn * nz, nb = std::min(nz, N - n0);
-        const auto Gn = GyT.narrow(0, n0, nb);
-        for (int64_t p0 = 0; p0 < P; p0 += pz) {
-          const int64_t pb = std::min(pz, P - p0);
-          auto Z = ws.narrow(0, 0, nb * pb).view({nb, pb});
+        for (int64_t c0 = 0; c0 < C; c0 += cz) {
+          const int64_t cb = std::min(cz, C - c0);
+          auto Z = ws.narrow(0, 0, nb * cb * P).view({nb, cb * P});
+          at::mm_out(Z, GyT.narrow(0, n0, nb), X.narrow(1, c0 * P, cb * P));
           const scalar_t* zp = Z.data_ptr<scalar_t>();
-          for (int64_t c = 0; c < C; ++c) {
-            at::mm_out(Z, Gn, X.narrow(1, c * P + p0, pb));
-            for (int64_t n = 0; n < nb; ++n) {
-              const int64_t nc = (n0 + n) * C + c;
-              gwp[nc] += dot_and_axpy(zp + n * pb, mp + (n0 + n) * P + p0, gmp + (n0 + n) * P + p0, wp[nc], pb);
+          for (int64_t n = 0; n < nb; ++n) {
+            const scalar_t* mn = mp + (n0 + n) * P;
+            scalar_t* gmn = gmp + (n0 + n) * P;
+            for (int64_t c = 0; c < cb; ++c) {
+              const scalar_t* zr = zp + (n * cb + c) * P;
+              gwp[(n0 + n) * C + c0 + c] = dot_and_axpy(zr, mn, gmn, wp[(n0 + n) * C + c0 + c], P);
             }
           }
         }
