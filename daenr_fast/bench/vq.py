@@ -7,8 +7,7 @@ Implementations
 * ``eager (chunked addmm+min)`` - the fastest eager formulation found: ``torch.addmm(|e|^2, z_blk, e^T,
   alpha=-2)`` and ``min`` over blocks of rows (at most 4M distances held), distance ``min + |z|^2``;
 * ``torch.compile(matmul+argmin)``;
-* ``daenr:<backend>`` - :func:`daenr_fast.ops.vq_lookup` on every available backend (the ``torch`` backend is
-  the float64 reference, skipped above 2^32 multiply-adds);
+* ``daenr:<backend>`` - :func:`daenr_fast.ops.vq_lookup` on every available backend;
 * ``limit (1 GEMM)`` - one ``torch.mm(z, e^T)``, the FLOPs ``2*M*K*D`` every method needs.
 
 Correctness is judged by distance, not index: the exact (float64) squared distance of the chosen code must equal
@@ -32,7 +31,6 @@ SIZES = {
 }
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10, "float16": 2e-2, "bfloat16": 5e-2}
 CHUNK_ELEMS = 1 << 22
-TORCH_BACKEND_MAX_WORK = 1 << 32
 
 
 def make_inputs(shape: tuple, device: torch.device, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
@@ -84,15 +82,12 @@ def implementations(inputs: dict, mode: str, device: torch.device, compile: bool
     else:
         impls.append(unavailable("torch.compile(matmul+argmin)", "compile", "skipped (--no-compile or --quick)"))
     op = getattr(ops, OP_NAME, None)
-    work = z.shape[0] * e.shape[0] * z.shape[1]
     for backend in _dispatch.BACKENDS:
         name = f"daenr:{backend}"
         ok, why = (False, "daenr_fast.ops.vq_lookup does not exist") if op is None else \
             _dispatch.backend_status(OP_NAME, backend, device)
         if not ok:
             impls.append(unavailable(name, "backend", f"not available: {why}"))
-        elif backend == "torch" and work > TORCH_BACKEND_MAX_WORK:
-            impls.append(unavailable(name, "backend", "skipped: float64 reference, M*K*D > 2^32"))
         else:
             impls.append(Impl(name, "backend", lambda _b=backend: op(z, e, backend=_b)))
     impls.append(Impl("limit (1 GEMM)", "limit", lambda: torch.mm(z, e.t()), comparable=False,
