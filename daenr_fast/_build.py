@@ -16,6 +16,7 @@ import: :func:`extension_status` reports the reason and callers fall back to the
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -85,11 +86,8 @@ def _digest(op: str, files: list[Path], flags: list[str]) -> str:
 def _compile(op: str, with_cuda: bool, verbose: bool) -> None:
     from torch.utils.cpp_extension import load
 
-    if shutil.which("ninja") is None:
-        try:
-            import ninja  # noqa: F401  (the PyPI package puts a binary on PATH only inside its venv)
-        except ImportError:
-            raise ExtensionUnavailable("ninja is not installed (pip install ninja)") from None
+    if shutil.which("ninja") is None and importlib.util.find_spec("ninja") is None:
+        raise ExtensionUnavailable("ninja is not installed (pip install ninja)")
     files = _sources(op, with_cuda)
     cflags = CXX_FLAGS + (["-DDAENR_WITH_CUDA"] if with_cuda else [])
     digest = _digest(op, files, cflags + (NVCC_FLAGS if with_cuda else []))

@@ -2,9 +2,7 @@
 import os
 import subprocess
 import sys
-import warnings
 
-import pytest
 import torch
 
 from daenr_fast import _build, _dispatch

@@ -56,13 +56,9 @@ class Population:
         return np.where(self.complex_cell, "complex", "simple")
 
 
-def gabor_filters(pop: Population, phase_shift: float = 0.0) -> np.ndarray:
-    """Zero-mean, unit-norm Gabor filters.
-
-    Returns:
-        (n, S, S) float64, carrier phase ``phase + phase_shift``.
-    """
-    grid = np.arange(pop.size, dtype=np.float64)
+def _rotated_envelope(pop: Population, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """On pixel coordinates ``grid`` (stimulus pixels, per axis): the coordinate ``u`` along each neuron's
+    preferred direction and its Gaussian envelope ``exp(-(u^2 + (aspect v)^2) / (2 sigma^2))``, both (n, g, g)."""
     dr = grid[None, :, None] - pop.centers[:, 0, None, None]
     dc = grid[None, None, :] - pop.centers[:, 1, None, None]
     cos_t = np.cos(pop.orientation)[:, None, None]
@@ -70,7 +66,16 @@ def gabor_filters(pop: Population, phase_shift: float = 0.0) -> np.ndarray:
     u = dc * cos_t + dr * sin_t
     v = -dc * sin_t + dr * cos_t
     sig = pop.sigma[:, None, None]
-    env = np.exp(-(u**2 + (pop.aspect[:, None, None] * v) ** 2) / (2 * sig**2))
+    return u, np.exp(-(u**2 + (pop.aspect[:, None, None] * v) ** 2) / (2 * sig**2))
+
+
+def gabor_filters(pop: Population, phase_shift: float = 0.0) -> np.ndarray:
+    """Zero-mean, unit-norm Gabor filters.
+
+    Returns:
+        (n, S, S) float64, carrier phase ``phase + phase_shift``.
+    """
+    u, env = _rotated_envelope(pop, np.arange(pop.size, dtype=np.float64))
     carrier = np.cos(2 * np.pi * u / pop.wavelength[:, None, None] + (pop.phase + phase_shift)[:, None, None])
     g = env * carrier
     g -= env * (g.sum(axis=(1, 2)) / env.sum(axis=(1, 2)))[:, None, None]
@@ -85,15 +90,7 @@ def envelopes(pop: Population, size: int) -> np.ndarray:
         (n, size, size) float32, peak 1.
     """
     scale = size / pop.size
-    grid = (np.arange(size) + 0.5) / scale - 0.5
-    dr = grid[None, :, None] - pop.centers[:, 0, None, None]
-    dc = grid[None, None, :] - pop.centers[:, 1, None, None]
-    cos_t = np.cos(pop.orientation)[:, None, None]
-    sin_t = np.sin(pop.orientation)[:, None, None]
-    u = dc * cos_t + dr * sin_t
-    v = -dc * sin_t + dr * cos_t
-    sig = pop.sigma[:, None, None]
-    env = np.exp(-(u**2 + (pop.aspect[:, None, None] * v) ** 2) / (2 * sig**2))
+    _, env = _rotated_envelope(pop, (np.arange(size) + 0.5) / scale - 0.5)
     return (env / env.max(axis=(1, 2), keepdims=True)).astype(np.float32)
 
 

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from daenr_fast.data import NeuralDataset, load, load_npz, save_npz
 

@@ -1,12 +1,8 @@
 """Shared settings of the model tests."""
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: these tiny models are dominated by thread start-up/spin cost on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(single_thread):
+    """Every test here runs with one intra-op thread (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(previous)

@@ -1,7 +1,6 @@
 """Tiny in-memory datasets for the training tests (a few dozen 16x16 images, 6 Gaussian-RF neurons)."""
 import numpy as np
 import pytest
-import torch
 
 from daenr_fast.data import NeuralDataset, prepare
 
@@ -45,9 +44,6 @@ def tiny_npz(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: these tiny models are dominated by thread start-up/spin cost on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(single_thread):
+    """Every test here runs with one intra-op thread (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(previous)
