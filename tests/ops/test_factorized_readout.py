@@ -27,7 +27,7 @@ def make_inputs(B, C, H, W, N, dtype=torch.float32, bias=True, seed=0):
 def run(fn, inputs, grad_out_seed=1):
     leaves = [t.clone().requires_grad_() if t is not None else None for t in inputs]
     y = fn(*leaves)
-    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(grad_out_seed), dtype=y.dtype)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(grad_out_seed)).to(y.dtype)
     y.backward(g)
     return y.detach(), [t.grad if t is not None else None for t in leaves]
 
@@ -36,16 +36,18 @@ def run(fn, inputs, grad_out_seed=1):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("bias", [True, False])
 def test_matches_reference_forward_and_grads(backend, shape, bias):
+    """float32 backends against the float64 reference, within float32 accumulation error of the largest value."""
     inputs = make_inputs(*shape, bias=bias)
-    y_ref, g_ref = run(reference.factorized_readout, inputs)
+    y_ref, g_ref = run(reference.factorized_readout, [t.double() if t is not None else None for t in inputs])
     y, g = run(lambda *a: factorized_readout(*a, backend=backend), inputs)
-    assert y.shape == (shape[0], shape[4])
-    torch.testing.assert_close(y, y_ref, **TOL[torch.float32])
-    for name, got, want in zip(["x", "spatial", "features", "bias"], g, g_ref):
+    assert y.shape == (shape[0], shape[4]) and y.dtype == torch.float32
+    for name, got, want in zip(["y", "x", "spatial", "features", "bias"], [y] + g, [y_ref] + g_ref):
         if want is None:
             assert got is None, name
         else:
-            torch.testing.assert_close(got, want, **TOL[torch.float32], msg=lambda m: f"grad {name}: {m}")
+            scale = float(want.abs().max()) if want.numel() else 1.0
+            torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5 * max(scale, 1.0),
+                                       msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
