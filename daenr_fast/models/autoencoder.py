@@ -11,6 +11,8 @@ averaged over the batch), so they add to the per-image summed squared error on a
 """
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
@@ -37,7 +39,7 @@ class AutoencoderOutput:
     info: Dict[str, Tensor] = field(default_factory=dict)
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(nn.Module, abc.ABC):
     """Encoder (4 blocks) + model-specific bottleneck + decoder; see the module docstring."""
 
     #: names of the extra loss terms :meth:`bottleneck` returns (empty for the CAE)
@@ -53,9 +55,9 @@ class Autoencoder(nn.Module):
         self.encoder = Encoder(1, channels, depth=4)
         self.decoder = Decoder(channels, 1)
 
+    @abc.abstractmethod
     def bottleneck(self, h4: Tensor) -> Tuple[Tensor, Dict[str, Tensor], Dict[str, Tensor]]:
         """h4 (B,48,8,8) -> (code map (B,48,8,8) for the decoder, aux losses, info)."""
-        raise NotImplementedError
 
     def forward(self, x: Tensor) -> AutoencoderOutput:
         """x (B,1,32,32) in [-1,1] -> :class:`AutoencoderOutput`."""
