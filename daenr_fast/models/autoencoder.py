@@ -55,6 +55,15 @@ class Autoencoder(nn.Module, abc.ABC):
         self.encoder = Encoder(1, channels, depth=4)
         self.decoder = Decoder(channels, 1)
 
+    def _dense_latent(self, latent_dim: int, outputs_per_latent: int = 1) -> Tuple[nn.Linear, nn.Module]:
+        """The layers of a vector latent after h4: flattened h4 -> ``outputs_per_latent * latent_dim`` values, and
+        z (B, latent_dim) -> Linear -> ELU -> back to h4's size (B, C*H*W)."""
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+        flat = self.code_shape[0] * self.code_shape[1] * self.code_shape[2]
+        into = nn.Linear(flat, outputs_per_latent * latent_dim)
+        return into, nn.Sequential(nn.Linear(latent_dim, flat), nn.ELU())
+
     @abc.abstractmethod
     def bottleneck(self, h4: Tensor) -> Tuple[Tensor, Dict[str, Tensor], Dict[str, Tensor]]:
         """h4 (B,48,8,8) -> (code map (B,48,8,8) for the decoder, aux losses, info)."""

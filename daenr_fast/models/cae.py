@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from daenr_fast.models.autoencoder import Autoencoder
 
@@ -14,12 +14,8 @@ class CAE(Autoencoder):
 
     def __init__(self, latent_dim: int = 100, channels: int = 48, image_size: int = 32):
         super().__init__(channels, image_size)
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
         self.latent_dim = latent_dim
-        flat = channels * self.code_shape[1] * self.code_shape[2]
-        self.to_latent = nn.Linear(flat, latent_dim)
-        self.from_latent = nn.Sequential(nn.Linear(latent_dim, flat), nn.ELU())
+        self.to_latent, self.from_latent = self._dense_latent(latent_dim)
 
     def encode(self, x: Tensor) -> Tensor:
         """x (B,1,32,32) -> z (B,latent_dim)."""

@@ -11,7 +11,7 @@ likelihood (up to constants).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from daenr_fast.models.autoencoder import Autoencoder
 
@@ -31,12 +31,8 @@ class VAE(Autoencoder):
 
     def __init__(self, latent_dim: int = 100, channels: int = 48, image_size: int = 32):
         super().__init__(channels, image_size)
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
         self.latent_dim = latent_dim
-        flat = channels * self.code_shape[1] * self.code_shape[2]
-        self.to_posterior = nn.Linear(flat, 2 * latent_dim)
-        self.from_latent = nn.Sequential(nn.Linear(latent_dim, flat), nn.ELU())
+        self.to_posterior, self.from_latent = self._dense_latent(latent_dim, outputs_per_latent=2)
 
     def posterior(self, h4: Tensor):
         """h4 (B,48,8,8) -> (mu (B,latent), logvar (B,latent))."""
