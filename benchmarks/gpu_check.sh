@@ -7,13 +7,14 @@
 #   3. build           compile the C++/CUDA extension of every op that has sources (missing ops are skipped)
 #   4. cuda tests      pytest -m cuda (in a process without TRITON_INTERPRET, so Triton runs compiled)
 #   5. triton tests    the Triton interpreter test files (TRITON_INTERPRET=1, CPU tensors)
-#   6. readout timing  factorized readout fwd and fwd+bwd: torch reference vs cuda vs triton, three sizes
-#   7. benchmark       `daenr bench` if it exists, else `python -m benchmarks.run --device cuda` if that exists
+#   6. benchmark       `daenr bench` if it exists, else `python -m benchmarks.run --device cuda` if that exists
+#   7. readout timing  factorized readout fwd and fwd+bwd, float32 and bfloat16: torch vs cuda vs triton
 #
 # Every step's output goes to benchmarks/results/gpu/NN_step.log; a summary is printed and saved as summary.txt.
 # Usage: bash benchmarks/gpu_check.sh
 # Options (environment): PYTHON (interpreter, default python), GPU_CHECK_BUDGET_S (total seconds, default 470),
-# GPU_CHECK_OUT (results folder), GPU_CHECK_SKIP_INSTALL=1 (the package is already installed).
+# GPU_CHECK_OUT (results folder), GPU_CHECK_SKIP_INSTALL=1 (the package is already installed),
+# GPU_CHECK_SKIP_INTERPRETER=1 (skip step 5, which CPU CI also runs).
 set -u
 cd "$(dirname "$0")/.."
 
@@ -69,19 +70,26 @@ else
 fi
 
 step build 180 "$PYTHON" - <<'EOF'
+"""Build every op's extension, the ops in parallel processes, then check that each one has its CUDA kernels."""
+import subprocess
 import sys
+
 from daenr_fast import _build
 
+OPS = ("factorized_readout", "poisson_loss", "vq_lookup")
+BUILD = "import sys; from daenr_fast import _build; _build.load_extension(sys.argv[1], verbose=True)"
+procs = {op: subprocess.Popen([sys.executable, "-c", BUILD, op]) for op in OPS}
+codes = {op: proc.wait() for op, proc in procs.items()}
 failed = 0
-for op in ("factorized_readout", "poisson_loss", "vq_lookup"):
+for op in OPS:
     try:
-        has_cuda = _build.load_extension(op, verbose=True)
+        _build.load_extension(op)
     except _build.ExtensionUnavailable as err:
         if "source files missing" in str(err):
             print(f"{op}: skipped ({err})")
             continue
         failed += 1
-        print(f"{op}: FAILED: {err}")
+        print(f"{op}: FAILED (build exit {codes[op]}): {err}")
         continue
     ok, why = _build.extension_status(op, cuda=True)
     print(f"{op}: built, CUDA kernels {'available' if ok else 'UNAVAILABLE: ' + why}")
@@ -96,12 +104,34 @@ mapfile -t INTERPRETER_TESTS < <(grep -rlE --include='test_*.py' \
 IGNORE=()
 for f in "${INTERPRETER_TESTS[@]}"; do IGNORE+=("--ignore=$f"); done
 
-step cuda_tests 200 "$PYTHON" -m pytest -m cuda tests "${IGNORE[@]}" -q -rfEs -p no:cacheprovider \
+XDIST=()  # pytest-xdist, where installed, spreads the tests (and Triton's compiles) over 4 processes
+"$PYTHON" -c "import xdist" 2>/dev/null && XDIST=(-n 4)
+step cuda_tests 200 "$PYTHON" -m pytest -m cuda tests "${IGNORE[@]}" "${XDIST[@]}" -q -rfEs -p no:cacheprovider \
   --junitxml="$OUT/cuda_tests.xml"
 
-if ((${#INTERPRETER_TESTS[@]})); then
+if [ "${GPU_CHECK_SKIP_INTERPRETER:-0}" = 1 ]; then
+  NUM=$((NUM + 1))
+  SUMMARY+=("$(printf '%-16s SKIPPED (GPU_CHECK_SKIP_INTERPRETER=1)' triton_tests)")
+elif ((${#INTERPRETER_TESTS[@]})); then
   step triton_tests 120 env TRITON_INTERPRET=1 "$PYTHON" -m pytest "${INTERPRETER_TESTS[@]}" -m "not cuda" -q -rfEs \
     -p no:cacheprovider --junitxml="$OUT/triton_tests.xml"
+fi
+
+
+if "$PYTHON" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('daenr_fast.commands.bench') else 1)" \
+    2>/dev/null; then
+  BENCH_ARGS=()
+  BENCH_HELP=$("$PYTHON" -m daenr_fast.cli bench --help 2>&1)
+  grep -q -- "--device" <<<"$BENCH_HELP" && BENCH_ARGS+=(--device cuda)
+  OUT_OPTION=$(grep -oE -- '--out[a-z_-]*' <<<"$BENCH_HELP" | head -n 1)
+  [ -n "$OUT_OPTION" ] && BENCH_ARGS+=("$OUT_OPTION" "$OUT/bench")
+  grep -q -- "--max-time" <<<"$BENCH_HELP" && BENCH_ARGS+=(--max-time 3)  # seconds per row: fit the budget
+  step benchmark 240 "$PYTHON" -m daenr_fast.cli bench "${BENCH_ARGS[@]}"
+elif [ -f benchmarks/run.py ]; then
+  step benchmark 200 "$PYTHON" -m benchmarks.run --device cuda
+else
+  NUM=$((NUM + 1))
+  SUMMARY+=("$(printf '%-16s SKIPPED (no daenr bench, no benchmarks/run.py)' benchmark)")
 fi
 
 step readout_timing 90 "$PYTHON" - "$OUT/readout_timing.json" <<'EOF'
@@ -158,22 +188,6 @@ for dtype in (torch.float32, torch.bfloat16):
             with open(sys.argv[1], "w", encoding="utf-8") as f:
                 json.dump(dict(device=torch.cuda.get_device_name(0), torch=torch.__version__, rows=rows), f, indent=1)
 EOF
-
-if "$PYTHON" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('daenr_fast.commands.bench') else 1)" \
-    2>/dev/null; then
-  BENCH_ARGS=()
-  BENCH_HELP=$("$PYTHON" -m daenr_fast.cli bench --help 2>&1)
-  grep -q -- "--device" <<<"$BENCH_HELP" && BENCH_ARGS+=(--device cuda)
-  OUT_OPTION=$(grep -oE -- '--out[a-z_-]*' <<<"$BENCH_HELP" | head -n 1)
-  [ -n "$OUT_OPTION" ] && BENCH_ARGS+=("$OUT_OPTION" "$OUT/bench")
-  grep -q -- "--max-time" <<<"$BENCH_HELP" && BENCH_ARGS+=(--max-time 3)  # seconds per row: fit the budget
-  step benchmark 200 "$PYTHON" -m daenr_fast.cli bench "${BENCH_ARGS[@]}"
-elif [ -f benchmarks/run.py ]; then
-  step benchmark 200 "$PYTHON" -m benchmarks.run --device cuda
-else
-  NUM=$((NUM + 1))
-  SUMMARY+=("$(printf '%-16s SKIPPED (no daenr bench, no benchmarks/run.py)' benchmark)")
-fi
 
 {
   echo "GPU check summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(($(date +%s) - START))s in all)"
