@@ -7,7 +7,8 @@ Choice, in order:
 
 1. an explicit ``backend=`` argument, else the ``DAENR_FAST_BACKEND`` variable: used as given, and an error
    (:class:`BackendUnavailable`, with the reason) if it cannot run on these tensors;
-2. CUDA tensors: the first available of the op's GPU preference (decided by benchmark), else ``torch``;
+2. CUDA tensors: the first available backend of the op's GPU order for the tensors' dtype and the size of the
+   call (:func:`gpu_order`; decided by benchmark on an H200, ``benchmarks/results/gpu``), else ``torch``;
 3. CPU tensors: ``cpu`` if the extension builds, else ``torch`` with one warning giving the reason.
 """
 from __future__ import annotations
@@ -22,11 +23,24 @@ from daenr_fast import _build
 
 BACKENDS = ("torch", "cpu", "cuda", "triton")
 
-#: Fastest GPU backend first, per op (from benchmarks/results on an H100/H200 where measured).
-GPU_PREFERENCE: dict[str, tuple[str, ...]] = {
-    "factorized_readout": ("cuda", "triton"),
-    "poisson_loss": ("cuda", "triton"),
-    "vq_lookup": ("cuda", "triton"),
+_FAST_FIRST = ("cuda", "triton", "torch")
+_TRITON_FIRST = ("triton", "cuda", "torch")
+_REFERENCE_FIRST = ("torch", "cuda", "triton")
+_INF = float("inf")
+
+#: GPU backends from fastest to slowest, per op and dtype class (``"float32"`` or ``"half"`` for float16/bfloat16),
+#: as ``(up to this many multiply-adds per call, order)`` steps; measured on an H200 (``daenr bench --device cuda``,
+#: ``benchmarks/results/gpu``). Above the last measured crossing the cuBLAS-backed reference is faster than the
+#: float32 FMA kernels (the fused kernels still use less memory; ask for them with ``backend=``).
+GPU_PREFERENCE: dict[str, dict[str, tuple[tuple[float, tuple[str, ...]], ...]]] = {
+    # fwd+bwd at B,C,H,W,N = 64,48,16,16,103 (8e7): cuda 1.6x the reference; 128,64,16,16,1000 (2e9): 0.9x;
+    # 32,64,28,56,8000 (3e10): 0.28x. bfloat16 at 2e9 and 3e10: triton (tensor cores) 1.1x and 3x forward.
+    "factorized_readout": {"float32": ((5e8, _FAST_FIRST), (_INF, _REFERENCE_FIRST)),
+                           "half": ((5e8, _FAST_FIRST), (_INF, _TRITON_FIRST))},
+    "poisson_loss": {"float32": ((_INF, _FAST_FIRST),), "half": ((_INF, _FAST_FIRST),)},
+    # M,K,D = 16384,1024,64 (1e9): cuda 2.8x the reference; 65536,8192,256 (1.4e11): 0.78x.
+    "vq_lookup": {"float32": ((2e10, _FAST_FIRST), (_INF, _REFERENCE_FIRST)),
+                  "half": ((2e10, _FAST_FIRST), (_INF, _REFERENCE_FIRST))},
 }
 
 _warned: set[str] = set()
@@ -66,8 +80,20 @@ def backend_status(op: str, backend: str, device: torch.device | None = None) ->
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
-    """The backend that runs ``op`` on tensors of ``device`` (see the module docstring for the rules)."""
+def gpu_order(op: str, dtype: torch.dtype | None = None, work: float = 0.0) -> tuple[str, ...]:
+    """Backends for ``op`` on CUDA tensors of ``dtype`` (None: float32), fastest first, for a call of ``work``
+    multiply-adds (see :data:`GPU_PREFERENCE`)."""
+    kind = "half" if dtype in (torch.float16, torch.bfloat16) else "float32"
+    for limit, order in GPU_PREFERENCE[op][kind]:
+        if work <= limit:
+            return order
+    return GPU_PREFERENCE[op][kind][-1][1]
+
+
+def resolve_backend(op: str, backend: str | None, device: torch.device, dtype: torch.dtype | None = None,
+                    work: float = 0.0) -> str:
+    """The backend that runs ``op`` on tensors of ``device`` and ``dtype`` for a call of ``work`` multiply-adds
+    (see the module docstring for the rules)."""
     requested = backend if backend is not None else os.environ.get("DAENR_FAST_BACKEND") or None
     if requested is not None:
         requested = requested.lower()
@@ -78,8 +104,8 @@ def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
             raise BackendUnavailable(f"{op}: backend {requested!r} is unavailable: {why}")
         return requested
     if device.type == "cuda":
-        for name in GPU_PREFERENCE[op]:
-            if backend_status(op, name, device)[0]:
+        for name in gpu_order(op, dtype, work):
+            if name == "torch" or backend_status(op, name, device)[0]:
                 return name
         return "torch"
     if device.type == "cpu":

@@ -63,7 +63,7 @@ def factorized_readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optio
                          f"got {tuple(features.shape)}")
     if bias is not None and bias.shape != (n,):
         raise ValueError(f"bias must have shape (N,)=({n},), got {tuple(bias.shape)}")
-    chosen = resolve_backend(OP, backend, x.device)
+    chosen = resolve_backend(OP, backend, x.device, x.dtype, work=x.numel() * n)
     _validate.check_backend_dtype(chosen, x.dtype, SUPPORTED_DTYPES)
     bias = None if bias is None else bias.contiguous()
     return _readout_op(x.contiguous(), spatial.contiguous(), features.contiguous(), bias, chosen)

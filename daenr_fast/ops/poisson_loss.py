@@ -63,7 +63,7 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
     target = _check_target(target, z)
     if per_neuron and z.dim() == 0:
         raise ValueError("z must have at least one dimension (..., N) when per_neuron=True")
-    chosen = resolve_backend(OP, backend, z.device)
+    chosen = resolve_backend(OP, backend, z.device, z.dtype, work=z.numel())
     _validate.check_backend_dtype(chosen, z.dtype, SUPPORTED_DTYPES)
     need_grad = torch.is_grad_enabled() and z.requires_grad
     loss, _, bad = _poisson_op(z.contiguous(), target.contiguous(), code, float(eps), mode, mean, bool(full),

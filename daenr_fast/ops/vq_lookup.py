@@ -50,7 +50,7 @@ def vq_lookup(z: Tensor, codebook: Tensor, *, backend: Optional[str] = None) -> 
                          f"got {tuple(codebook.shape)}")
     if codebook.shape[0] == 0:
         raise ValueError("codebook must hold at least one code (K >= 1), got shape (0, D)")
-    chosen = resolve_backend(OP, backend, z.device)
+    chosen = resolve_backend(OP, backend, z.device, z.dtype, work=z.numel() * codebook.shape[0])
     _validate.check_backend_dtype(chosen, z.dtype, SUPPORTED_DTYPES)
     return _vq_op(z.contiguous(), codebook.contiguous(), chosen)
 
