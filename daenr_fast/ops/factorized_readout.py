@@ -22,6 +22,7 @@ from torch import Tensor
 from daenr_fast import _build, _validate
 from daenr_fast._dispatch import resolve_backend
 from daenr_fast.ops import reference
+from daenr_fast.ops._eager import eager_function, tracing
 
 OP = "factorized_readout"
 
@@ -65,8 +66,9 @@ def factorized_readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optio
         raise ValueError(f"bias must have shape (N,)=({n},), got {tuple(bias.shape)}")
     chosen = resolve_backend(OP, backend, x.device, x.dtype, work=x.numel() * n)
     _validate.check_backend_dtype(chosen, x.dtype, SUPPORTED_DTYPES)
-    bias = None if bias is None else bias.contiguous()
-    return _readout_op(x.contiguous(), spatial.contiguous(), features.contiguous(), bias, chosen)
+    args = (x.contiguous(), spatial.contiguous(), features.contiguous(), None if bias is None else bias.contiguous(),
+            chosen)
+    return _readout_op(*args) if tracing(*args[:4]) else _ReadoutFunction.apply(*args)
 
 
 # ----------------------------------------------------------------------------------------------- backends
@@ -117,9 +119,17 @@ _BACKWARD = {"torch": _torch_backward, "cpu": _ext_backward, "cuda": _ext_backwa
 
 # ----------------------------------------------------------------------------------------------- custom op
 
-@torch.library.custom_op("daenr_fast::factorized_readout", mutates_args=())
-def _readout_op(x: Tensor, spatial: Tensor, features: Tensor, bias: Optional[Tensor], backend: str) -> Tensor:
+def _readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optional[Tensor], backend: str) -> Tensor:
     return _FORWARD[backend](x, spatial, features, bias)
+
+
+def _readout_backward(grad: Tensor, x: Tensor, spatial: Tensor, features: Tensor,
+                      backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    gx, gm, gw, gb = _BACKWARD[backend](grad, x, spatial, features)
+    return gx.to(x.dtype), gm.to(x.dtype), gw.to(x.dtype), gb.to(x.dtype)
+
+
+_readout_op = torch.library.custom_op("daenr_fast::factorized_readout", _readout, mutates_args=())
 
 
 @_readout_op.register_fake
@@ -127,11 +137,8 @@ def _(x, spatial, features, bias, backend):
     return x.new_empty((x.shape[0], spatial.shape[0]))
 
 
-@torch.library.custom_op("daenr_fast::factorized_readout_backward", mutates_args=())
-def _readout_backward_op(grad: Tensor, x: Tensor, spatial: Tensor, features: Tensor,
-                         backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    gx, gm, gw, gb = _BACKWARD[backend](grad, x, spatial, features)
-    return gx.to(x.dtype), gm.to(x.dtype), gw.to(x.dtype), gb.to(x.dtype)
+_readout_backward_op = torch.library.custom_op("daenr_fast::factorized_readout_backward", _readout_backward,
+                                               mutates_args=())
 
 
 @_readout_backward_op.register_fake
@@ -149,8 +156,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, spatial, features = ctx.saved_tensors
-    gx, gm, gw, gb = _readout_backward_op(grad, x, spatial, features, ctx.backend)
+    run = _readout_backward_op if tracing(grad, x, spatial, features) else _readout_backward
+    gx, gm, gw, gb = run(grad, x, spatial, features, ctx.backend)
     return gx, gm, gw, (gb if ctx.has_bias else None), None
 
 
 _readout_op.register_autograd(_backward, setup_context=_setup_context)
+_ReadoutFunction = eager_function("ReadoutFunction", _readout, _setup_context, _backward)

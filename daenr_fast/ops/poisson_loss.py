@@ -24,6 +24,7 @@ from torch import Tensor
 from daenr_fast import _build, _validate
 from daenr_fast._dispatch import resolve_backend
 from daenr_fast.ops import reference
+from daenr_fast.ops._eager import eager_function, tracing
 
 OP = "poisson_loss"
 ACTIVATIONS = reference.POISSON_ACTIVATIONS
@@ -66,8 +67,8 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
     chosen = resolve_backend(OP, backend, z.device, z.dtype, work=z.numel())
     _validate.check_backend_dtype(chosen, z.dtype, SUPPORTED_DTYPES)
     need_grad = torch.is_grad_enabled() and z.requires_grad
-    loss, _, bad = _poisson_op(z.contiguous(), target.contiguous(), code, float(eps), mode, mean, bool(full),
-                               need_grad, chosen)
+    args = (z.contiguous(), target.contiguous(), code, float(eps), mode, mean, bool(full), need_grad, chosen)
+    loss, _, bad = _poisson_op(*args) if tracing(*args[:2]) else _PoissonFunction.apply(*args)
     if validate and not torch.compiler.is_compiling():
         _raise_if_invalid(bad, target)
     return loss
@@ -169,10 +170,12 @@ _FORWARD = {"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, 
 
 # ----------------------------------------------------------------------------------------------- custom op
 
-@torch.library.custom_op("daenr_fast::poisson_loss", mutates_args=())
-def _poisson_op(z: Tensor, target: Tensor, activation: int, eps: float, mode: int, mean: bool, full: bool,
-                need_grad: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+def _poisson(z: Tensor, target: Tensor, activation: int, eps: float, mode: int, mean: bool, full: bool,
+             need_grad: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     return _FORWARD[backend](z, target, activation, eps, mode, mean, full, need_grad)
+
+
+_poisson_op = torch.library.custom_op("daenr_fast::poisson_loss", _poisson, mutates_args=())
 
 
 @_poisson_op.register_fake
@@ -199,17 +202,11 @@ def _backward(ctx, grad_loss, _grad_grad, _grad_bad):
 def _scale_saved_grad(grad: Tensor, grad_loss: Tensor) -> Tensor:
     """``grad * grad_loss``. When the graph is freed after this backward (eager, no ``retain_graph``), nothing else
     can see the saved gradient: it is scaled in place, or returned as it is for a unit scalar on CPU."""
-    if _tracing(grad, grad_loss) or _keeps_graph():
+    if tracing(grad, grad_loss) or _keeps_graph():
         return grad * grad_loss
     if grad_loss.numel() == 1 and grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
         return grad
     return grad.mul_(grad_loss)
-
-
-def _tracing(*tensors: Tensor) -> bool:
-    """Whether this runs under torch.compile, a dispatch mode (fake tensors, graph tracing) or on tensor subclasses."""
-    return (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
-            or any(type(t) is not Tensor for t in tensors))
 
 
 def _keeps_graph() -> bool:
@@ -219,3 +216,4 @@ def _keeps_graph() -> bool:
 
 
 _poisson_op.register_autograd(_backward, setup_context=_setup_context)
+_PoissonFunction = eager_function("PoissonFunction", _poisson, _setup_context, _backward)

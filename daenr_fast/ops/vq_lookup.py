@@ -19,6 +19,7 @@ from torch import Tensor
 
 from daenr_fast import _build, _validate
 from daenr_fast._dispatch import resolve_backend
+from daenr_fast.ops._eager import eager_function, tracing
 
 OP = "vq_lookup"
 _TORCH_CHUNK = 1 << 22  # distances held at once by the torch backend
@@ -52,7 +53,8 @@ def vq_lookup(z: Tensor, codebook: Tensor, *, backend: Optional[str] = None) -> 
         raise ValueError("codebook must hold at least one code (K >= 1), got shape (0, D)")
     chosen = resolve_backend(OP, backend, z.device, z.dtype, work=z.numel() * codebook.shape[0])
     _validate.check_backend_dtype(chosen, z.dtype, SUPPORTED_DTYPES)
-    return _vq_op(z.contiguous(), codebook.contiguous(), chosen)
+    args = (z.contiguous(), codebook.contiguous(), chosen)
+    return _vq_op(*args) if tracing(*args[:2]) else _VQFunction.apply(*args)
 
 
 def _dist_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -93,9 +95,11 @@ _FORWARD = {"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, 
 
 # ----------------------------------------------------------------------------------------------- custom op
 
-@torch.library.custom_op("daenr_fast::vq_lookup", mutates_args=())
-def _vq_op(z: Tensor, codebook: Tensor, backend: str) -> tuple[Tensor, Tensor]:
+def _vq(z: Tensor, codebook: Tensor, backend: str) -> tuple[Tensor, Tensor]:
     return _FORWARD[backend](z, codebook)
+
+
+_vq_op = torch.library.custom_op("daenr_fast::vq_lookup", _vq, mutates_args=())
 
 
 @_vq_op.register_fake
@@ -121,3 +125,4 @@ def _backward(ctx, _grad_idx, grad_dist):
 
 
 _vq_op.register_autograd(_backward, setup_context=_setup_context)
+_VQFunction = eager_function("VQFunction", _vq, _setup_context, _backward)
