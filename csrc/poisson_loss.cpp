@@ -53,7 +53,8 @@ Outputs forward_cuda(const at::Tensor& z, const at::Tensor& target, int64_t acti
                                       static_cast<float>(eps), scale, scale, full};
   const auto ws = daenr::cuda::poisson_loss_workspace(args);
   auto loss = mode == 0 ? at::empty_like(z) : at::empty(mode == 1 ? at::IntArrayRef{} : at::IntArrayRef{N}, z.options());
-  auto grad = need_grad ? at::empty_like(z) : at::empty({0}, z.options());
+  const auto float_options = z.options().dtype(at::kFloat);  // the gradient stays float32 until it is scaled
+  auto grad = need_grad ? at::empty(z.sizes(), float_options) : at::empty({0}, float_options);
   auto partials = at::empty({ws.partials}, z.options().dtype(at::kFloat));
   auto slots = at::empty({2, ws.slots}, z.options().dtype(at::kLong));
   auto bad_info = at::empty({2}, z.options().dtype(at::kLong));

@@ -30,17 +30,19 @@ _INF = float("inf")
 
 #: GPU backends from fastest to slowest, per op and dtype class (``"float32"`` or ``"half"`` for float16/bfloat16),
 #: as ``(up to this many multiply-adds per call, order)`` steps; measured on an H200 (``daenr bench --device cuda``,
-#: ``benchmarks/results/gpu``). Above the last measured crossing the cuBLAS-backed reference is faster than the
+#: ``benchmarks/results/gpu``). Past the float32 readout crossing the cuBLAS-backed reference is faster than the
 #: float32 FMA kernels (the fused kernels still use less memory; ask for them with ``backend=``).
 GPU_PREFERENCE: dict[str, dict[str, tuple[tuple[float, tuple[str, ...]], ...]]] = {
-    # fwd+bwd at B,C,H,W,N = 64,48,16,16,103 (8e7): cuda 1.6x the reference; 128,64,16,16,1000 (2e9): 0.9x;
-    # 32,64,28,56,8000 (3e10): 0.28x. bfloat16 at 2e9 and 3e10: triton (tensor cores) 1.1x and 3x forward.
-    "factorized_readout": {"float32": ((5e8, _FAST_FIRST), (_INF, _REFERENCE_FIRST)),
+    # float32 fwd+bwd at B,C,H,W,N = 64,48,16,16,103 (8e7 multiply-adds): cuda 3.2x the reference; 128,64,16,16,1000
+    # (2e9): a tie; 32,64,28,56,8000 (3e10): reference 3.5x cuda. bfloat16 at 3e10: triton (tensor cores) 3x the
+    # torch backend (which computes in float32), cuda 0.3x; at 2e9 the three tie; at 8e7 cuda 2.3x.
+    "factorized_readout": {"float32": ((3e9, _FAST_FIRST), (_INF, _REFERENCE_FIRST)),
                            "half": ((5e8, _FAST_FIRST), (_INF, _TRITON_FIRST))},
+    # fwd+bwd from 6.6e3 to 2e6 elements, float32 and bfloat16: cuda 1.9x-3x the reference, triton 0.8x-1.2x.
     "poisson_loss": {"float32": ((_INF, _FAST_FIRST),), "half": ((_INF, _FAST_FIRST),)},
-    # M,K,D = 16384,1024,64 (1e9): cuda 2.8x the reference; 65536,8192,256 (1.4e11): 0.78x.
-    "vq_lookup": {"float32": ((2e10, _FAST_FIRST), (_INF, _REFERENCE_FIRST)),
-                  "half": ((2e10, _FAST_FIRST), (_INF, _REFERENCE_FIRST))},
+    # float32, M,K,D up to 65536,8192,256: cuda fastest of ours (0.73x-3.4x cdist+argmin). bfloat16: cuda at
+    # 4096,256,32 (3e7) and 16384,1024,64 (1e9); triton (tensor cores) at 65536,8192,256 (1.4e11), 11x cuda.
+    "vq_lookup": {"float32": ((_INF, _FAST_FIRST),), "half": ((2e9, _FAST_FIRST), (_INF, _TRITON_FIRST))},
 }
 
 _warned: set[str] = set()

@@ -1,7 +1,7 @@
 """Triton kernel of the fused Poisson loss (see :mod:`daenr_fast.ops.poisson_loss` for the math).
 
 One program handles a (BLOCK_R, BLOCK_N) tile of the (R, N) view: it evaluates the loss and dl/dz in float32,
-writes the scaled gradient, and reduces its tile (a scalar partial, or one partial per column for the
+writes the scaled gradient (float32, whatever the input dtype), and reduces its tile (a scalar partial, or one partial per column for the
 per-neuron mode) together with the count and first flat index of invalid targets. The launcher sums the
 partials in float64 in a fixed order.
 """
@@ -59,7 +59,7 @@ def _poisson_tile_kernel(z_ptr, s_ptr, loss_ptr, grad_ptr, part_ptr, count_ptr, 
         stirling = safe * tl.log(safe) - safe + 0.5 * tl.log(6.283185307179586 * safe)
         loss += tl.where(s > 1.0, stirling, 0.0)
     if NEED_GRAD:
-        tl.store(grad_ptr + offs, (grad * gscale).to(grad_ptr.dtype.element_ty), mask=mask)
+        tl.store(grad_ptr + offs, grad * gscale, mask=mask)
     loss = tl.where(mask, loss, 0.0)
     if MODE == 0:
         tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty), mask=mask)
@@ -88,7 +88,7 @@ def forward(z: torch.Tensor, target: torch.Tensor, activation: int, eps: float, 
     count = numel if mode == 1 else r
     scale = (1.0 / count if count else float("nan")) if (mean and mode != 0) else 1.0
     loss = torch.empty_like(z) if mode == 0 else z.new_empty(() if mode == 1 else (n,))
-    grad = torch.empty_like(z) if need_grad else z.new_empty((0,))
+    grad = torch.empty_like(z, dtype=torch.float32) if need_grad else z.new_empty((0,), dtype=torch.float32)
     grid = (triton.cdiv(r, block_r), triton.cdiv(n, block_n))
     slots = grid[0] * grid[1]
     part = torch.zeros((grid[0], n) if mode == 2 else (slots,), device=z.device, dtype=torch.float32)

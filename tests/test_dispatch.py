@@ -23,7 +23,9 @@ def test_gpu_order_follows_the_measured_crossings():
     assert _dispatch.gpu_order(readout, torch.float16, 64 * 48 * 256 * 103)[0] == "cuda"
     assert _dispatch.gpu_order("poisson_loss", torch.float32, 2**21)[0] == "cuda"
     assert _dispatch.gpu_order("vq_lookup", torch.float32, 16384 * 1024 * 64)[0] == "cuda"
-    assert _dispatch.gpu_order("vq_lookup", torch.float32, 65536 * 8192 * 256)[0] == "torch"
+    assert _dispatch.gpu_order("vq_lookup", torch.float32, 65536 * 8192 * 256)[0] == "cuda"
+    assert _dispatch.gpu_order("vq_lookup", torch.bfloat16, 65536 * 8192 * 256)[0] == "triton"
+    assert _dispatch.gpu_order(readout, torch.float32, 128 * 64 * 256 * 1000)[0] == "cuda"
     assert _dispatch.gpu_order(readout) == _dispatch.gpu_order(readout, torch.float32, 0)
 
 

@@ -24,7 +24,8 @@ struct PoissonWorkspace {
 };
 PoissonWorkspace poisson_loss_workspace(const PoissonArgs& a);
 
-// z, s: R*N elements of dtype dt. loss: R*N (mode 0), 1 (mode 1) or N (mode 2) elements of dt. grad: R*N or
+// z, s: R*N elements of dtype dt. loss: R*N (mode 0), 1 (mode 1) or N (mode 2) elements of dt. grad: R*N float32
+// (float16/bfloat16 gradients past their range or precision stay exact until scaled by the upstream gradient) or
 // null. bad_info: 2 int64 (count of negative or non-finite targets, flat index of the first or -1).
 void poisson_loss_forward(DType dt, const void* z, const void* s, void* loss, void* grad, int64_t* bad_info,
                           float* partials, int64_t* slot_count, int64_t* slot_first, const PoissonArgs& a,

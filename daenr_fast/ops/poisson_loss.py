@@ -12,7 +12,8 @@ z, target (..., N); ``reduction`` ``"mean"``/``"sum"`` over all elements (a scal
 
 The fused backends make a single pass over (z, target): loss, its reduction, the gradient for z (already
 divided by the reduced count) and the validity check of the targets. The backward only multiplies that saved
-gradient by the upstream gradient (in place when the graph is not retained).
+gradient by the upstream gradient (in place when the graph is not retained). For float16/bfloat16 inputs the saved
+gradient is float32 and is rounded once, after that product.
 """
 from __future__ import annotations
 
@@ -135,6 +136,11 @@ def _torch_grad(z: Tensor, target: Tensor, activation: str, eps: float, scale: f
     return grad * scale
 
 
+def _grad_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the saved gradient: float32 for float16/bfloat16 (it is rounded once, after the upstream scale)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _grad_scale(z: Tensor, mode: int, mean: bool) -> float:
     """1 / (number of reduced elements) for a mean, else 1."""
     if not mean or mode == MODE_NONE:
@@ -148,9 +154,9 @@ def _torch_forward(z, target, code, eps, mode, mean, full, need_grad):
     reduction = "none" if mode == MODE_NONE else ("mean" if mean else "sum")
     loss = reference.poisson_loss(z, target, activation, eps, reduction, mode == MODE_PER_NEURON, full)
     if need_grad:
-        grad = _torch_grad(z, target, activation, eps, _grad_scale(z, mode, mean)).to(z.dtype)
+        grad = _torch_grad(z, target, activation, eps, _grad_scale(z, mode, mean)).to(_grad_dtype(z.dtype))
     else:
-        grad = z.new_empty((0,))
+        grad = z.new_empty((0,), dtype=_grad_dtype(z.dtype))
     return loss, grad, _invalid_info(target)
 
 
@@ -184,7 +190,8 @@ def _(z, target, activation, eps, mode, mean, full, need_grad, backend):
         loss = torch.empty_like(z)
     else:
         loss = z.new_empty(() if mode == MODE_TOTAL else (z.shape[-1],))
-    grad = torch.empty_like(z) if need_grad else z.new_empty((0,))
+    grad_dtype = _grad_dtype(z.dtype)
+    grad = torch.empty_like(z, dtype=grad_dtype) if need_grad else z.new_empty((0,), dtype=grad_dtype)
     return loss, grad, z.new_empty((2,), dtype=torch.int64)
 
 
@@ -192,11 +199,12 @@ def _setup_context(ctx, inputs, output):
     _, grad, bad = output
     ctx.mark_non_differentiable(grad, bad)
     ctx.save_for_backward(grad)
+    ctx.z_dtype = inputs[0].dtype
 
 
 def _backward(ctx, grad_loss, _grad_grad, _grad_bad):
     (grad,) = ctx.saved_tensors
-    return _scale_saved_grad(grad, grad_loss), None, None, None, None, None, None, None, None
+    return _scale_saved_grad(grad, grad_loss).to(ctx.z_dtype), None, None, None, None, None, None, None, None
 
 
 def _scale_saved_grad(grad: Tensor, grad_loss: Tensor) -> Tensor:

@@ -38,10 +38,12 @@ def make_inputs(shape, activation, dtype, seed=0):
     return z.to(dtype).cuda(), s.to(dtype).cuda()
 
 
-def loss_and_grad(fn, z, s):
+def loss_and_grad(fn, z, s, upstream_dtype=None):
+    """(loss, dloss/dz) with the upstream gradient 0.5 + U[0,1) rounded to ``upstream_dtype`` (default: z's)."""
     zz = z.clone().requires_grad_()
     loss = fn(zz, s)
     g = torch.rand(loss.shape, generator=torch.Generator().manual_seed(1)) + 0.5
+    g = g.to(upstream_dtype or z.dtype)
     loss.backward(g.to(device=loss.device, dtype=loss.dtype))
     return loss.detach(), zz.grad
 
@@ -69,7 +71,7 @@ def assert_matches_truth(got, truth, rel):
 def test_matches_float64_truth(backend, dtype, activation, reduction, per_neuron, shape):
     z, s = make_inputs(shape, activation, dtype)
     opts = dict(activation=activation, reduction=reduction, per_neuron=per_neuron, full=shape == (64, 103))
-    l_ref, g_ref = loss_and_grad(lambda a, b: reference.poisson_loss(a.double(), b.double(), **opts), z, s)
+    l_ref, g_ref = loss_and_grad(lambda a, b: reference.poisson_loss(a, b, **opts), z.double(), s.double(), dtype)
     loss, grad = loss_and_grad(lambda a, b: poisson_loss(a, b, backend=backend, **opts), z, s)
     assert loss.dtype == grad.dtype == dtype and loss.shape == l_ref.shape
     assert_matches_truth(loss, l_ref, REL[dtype])

@@ -81,6 +81,18 @@ def test_float16_accumulates_in_float32():
     assert_scaled_close(grad, g_ref, 2e-3)
 
 
+def test_float16_gradient_is_rounded_once_after_the_upstream_scale():
+    """exp(z) - s = exp(11.5) is past float16's 65504; times the upstream 0.25 it is not, and that is what comes back
+    (the saved gradient is float32; a float16 one would already be infinite)."""
+    z = torch.tensor([[11.5, 0.5]], dtype=torch.float16, requires_grad=True)
+    s = torch.tensor([[2.0, 1.0]], dtype=torch.float16)
+    loss = poisson_loss(z, s, activation="exp", reduction="none", backend="triton")
+    (grad,) = torch.autograd.grad(loss, z, torch.full_like(loss, 0.25))
+    want = (torch.exp(z.detach().double()) - s.double()) * 0.25
+    assert grad.dtype == torch.float16 and torch.isinf(loss[0, 0]) and torch.isfinite(grad).all()
+    torch.testing.assert_close(grad.double(), want.to(torch.float16).double(), rtol=1e-3, atol=0)
+
+
 def test_invalid_targets_are_counted_in_the_kernel():
     z, s = make_inputs((5, 300), "elu1")
     s[1, 299], s[4, 7], s[3, 3] = -1.0, float("nan"), float("inf")
