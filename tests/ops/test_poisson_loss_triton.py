@@ -81,12 +81,14 @@ def test_float16_accumulates_in_float32():
     assert_scaled_close(grad, g_ref, 2e-3)
 
 
-def test_float16_gradient_is_rounded_once_after_the_upstream_scale():
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_float16_gradient_is_rounded_once_after_the_upstream_scale(backend):
     """exp(z) - s = exp(11.5) is past float16's 65504; times the upstream 0.25 it is not, and that is what comes back
-    (the saved gradient is float32; a float16 one would already be infinite)."""
+    (the saved gradient is float32; a float16 one would already be infinite). The torch backend is checked here too,
+    beside the kernel it mirrors."""
     z = torch.tensor([[11.5, 0.5]], dtype=torch.float16, requires_grad=True)
     s = torch.tensor([[2.0, 1.0]], dtype=torch.float16)
-    loss = poisson_loss(z, s, activation="exp", reduction="none", backend="triton")
+    loss = poisson_loss(z, s, activation="exp", reduction="none", backend=backend)
     (grad,) = torch.autograd.grad(loss, z, torch.full_like(loss, 0.25))
     want = (torch.exp(z.detach().double()) - s.double()) * 0.25
     assert grad.dtype == torch.float16 and torch.isinf(loss[0, 0]) and torch.isfinite(grad).all()
