@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # GPU check of daenr_fast on a machine with a CUDA GPU, torch (CUDA build), triton and nvcc already installed.
-# Installs nothing from the network. Steps (each continues on failure, each has a time cap, all fit in 8 minutes):
+# Installs nothing from the network. Steps (each continues on failure and has a time cap; steps 1-4 and 6-8 took
+# about 4 minutes on one H200):
 #
 #   1. environment     nvidia-smi, versions
 #   2. install         pip install --no-deps --no-build-isolation -e .
 #   3. build           compile the C++/CUDA extension of every op that has sources (missing ops are skipped)
 #   4. cuda tests      pytest -m cuda (in a process without TRITON_INTERPRET, so Triton runs compiled)
 #   5. triton tests    the Triton interpreter test files (TRITON_INTERPRET=1, CPU tensors)
-#   6. benchmark       `daenr bench` if it exists, else `python -m benchmarks.run --device cuda` if that exists
-#   7. readout timing  factorized readout fwd and fwd+bwd, float32 and bfloat16: torch vs cuda vs triton
+#   6. benchmark       `daenr bench --device cuda` (float32, every op and end to end, with torch.compile rows)
+#   7. bench bf16      `daenr bench --device cuda --dtype bfloat16` for the three ops (no torch.compile rows)
+#   8. readout timing  factorized readout fwd and fwd+bwd, float32 and bfloat16: torch vs cuda vs triton
 #
 # Every step's output goes to benchmarks/results/gpu/NN_step.log; a summary is printed and saved as summary.txt.
 # Usage: bash benchmarks/gpu_check.sh
-# Options (environment): PYTHON (interpreter, default python), GPU_CHECK_BUDGET_S (total seconds, default 470),
+# Options (environment): PYTHON (interpreter, default python3), GPU_CHECK_BUDGET_S (total seconds, default 470),
 # GPU_CHECK_OUT (results folder), GPU_CHECK_SKIP_INSTALL=1 (the package is already installed),
 # GPU_CHECK_SKIP_INTERPRETER=1 (skip step 5, which CPU CI also runs).
 set -u
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-python3}
 OUT=${GPU_CHECK_OUT:-benchmarks/results/gpu}
 BUDGET=${GPU_CHECK_BUDGET_S:-470}
 START=$(date +%s)
@@ -118,21 +120,9 @@ elif ((${#INTERPRETER_TESTS[@]})); then
 fi
 
 
-if "$PYTHON" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('daenr_fast.commands.bench') else 1)" \
-    2>/dev/null; then
-  BENCH_ARGS=()
-  BENCH_HELP=$("$PYTHON" -m daenr_fast.cli bench --help 2>&1)
-  grep -q -- "--device" <<<"$BENCH_HELP" && BENCH_ARGS+=(--device cuda)
-  OUT_OPTION=$(grep -oE -- '--out[a-z_-]*' <<<"$BENCH_HELP" | head -n 1)
-  [ -n "$OUT_OPTION" ] && BENCH_ARGS+=("$OUT_OPTION" "$OUT/bench")
-  grep -q -- "--max-time" <<<"$BENCH_HELP" && BENCH_ARGS+=(--max-time 3)  # seconds per row: fit the budget
-  step benchmark 240 "$PYTHON" -m daenr_fast.cli bench "${BENCH_ARGS[@]}"
-elif [ -f benchmarks/run.py ]; then
-  step benchmark 200 "$PYTHON" -m benchmarks.run --device cuda
-else
-  NUM=$((NUM + 1))
-  SUMMARY+=("$(printf '%-16s SKIPPED (no daenr bench, no benchmarks/run.py)' benchmark)")
-fi
+step benchmark 240 "$PYTHON" -m daenr_fast.cli bench --device cuda --max-time 3 --out "$OUT/bench"
+step bench_bf16 120 "$PYTHON" -m daenr_fast.cli bench --device cuda --ops readout,poisson,vq --dtype bfloat16 \
+  --no-compile --max-time 2 --out "$OUT/bench_bf16"
 
 step readout_timing 90 "$PYTHON" - "$OUT/readout_timing.json" <<'EOF'
 """Median time per call of the factorized readout on this GPU, forward and forward+backward, per backend."""
