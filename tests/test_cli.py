@@ -36,3 +36,5 @@ def test_info_runs_as_installed_console_script():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "factorized_readout" in result.stdout and "triton" in result.stdout
+    assert "factorized_readout   float32  <= 3e+09: cuda, triton, torch; above: torch, cuda, triton" in result.stdout
+    assert "poisson_loss         half     always: cuda, triton, torch" in result.stdout

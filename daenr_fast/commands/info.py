@@ -1,4 +1,5 @@
-"""``daenr info``: versions, and every backend of every op with whether it is available and why not."""
+"""``daenr info``: versions, every backend of every op with whether it is available and why not, and the order in
+which the default dispatch tries them on CUDA tensors."""
 from __future__ import annotations
 
 import platform
@@ -50,4 +51,22 @@ def run(args) -> int:
         for backend in _dispatch.BACKENDS:
             ok, why = _dispatch.backend_status(op, backend)
             print(f"{op:<20} {backend:<8} {'yes' if ok else 'no':<10} {why}")
+    print()
+    print("on CUDA tensors the first available of (measured on an H200; multiply-adds per call):")
+    for op in OPS:
+        for kind, steps in _dispatch.GPU_PREFERENCE[op].items():
+            print(f"{op:<20} {kind:<8} {_steps_text(steps)}")
     return 0
+
+
+def _steps_text(steps) -> str:
+    """'<= 3e+09: cuda, triton, torch; above: torch, cuda, triton' for a GPU_PREFERENCE entry."""
+    parts, previous = [], None
+    for limit, order in steps:
+        if limit == float("inf"):
+            label = "above" if previous is not None else "always"
+        else:
+            label = f"<= {limit:.0e}"
+        parts.append(f"{label}: {', '.join(order)}")
+        previous = limit
+    return "; ".join(parts)
