@@ -71,14 +71,19 @@ def identical_arms(layout: Layout, rows_of: Callable[[Arm], List[dict]],
     lines = []
     for k, a in enumerate(arms):
         for b in arms[k + 1:]:
-            if a in values and b in values and a.region == b.region and a.subset == b.subset:
+            if a in values and b in values and a.region == b.region:
                 common = set(values[a]) & set(values[b])
                 if common and all(math.isclose(x, y, rel_tol=rel_tol) for s in common
                                   for x, y in zip(values[a][s], values[b][s])):
-                    lines.append(f"- R{a.region}: {a.label} and {b.label}: "
+                    lines.append(f"- R{a.region}: {_named(a)} and {_named(b)}: "
                                  f"{'/'.join(METRIC_LABEL[m] for m in metrics)} agree within {rel_tol:g} (relative) "
                                  f"on all {len(common)} seed(s).")
     return lines
+
+
+def _named(arm: Arm) -> str:
+    """The arm's label, with its neuron subset unless it uses all neurons."""
+    return arm.label if arm.subset == "all" else f"{arm.label} ({arm.subset} neurons)"
 
 
 def summary_line(results: Sequence[dict]) -> str:

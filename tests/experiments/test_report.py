@@ -126,3 +126,20 @@ def test_identical_arms_are_named():
 
     assert identical_arms(layout, rows_of) == [
         "- R3: CAE-FR1 and CAE-FR2: MSE/PSNR/SSIM agree within 0.0001 (relative) on all 3 seed(s)."]
+
+
+def test_identical_arms_name_their_neuron_subsets():
+    from daenr_fast.experiments.claims import identical_arms
+    from daenr_fast.experiments.tables import table3, table3_parents
+
+    layout = table3((3,))
+    parent = table3_parents()[1]
+    sig, insig = (preset_arm("table8", 3, "cae-fr", 1, s, parent) for s in ("sig", "insig"))
+
+    def rows_of(arm):
+        scale = 1.0 if arm in (sig, insig) else 1.2 + 0.1 * arm.layer + {"all": 0, "sig": 1, "insig": 2}[arm.subset]
+        return [dict(mse=0.03 * scale, psnr=23.0 * scale, ssim=0.5 * scale, seed=s) for s in SEEDS]
+
+    assert identical_arms(layout, rows_of) == [
+        "- R3: CAE-FR1 (sig neurons) and CAE-FR1 (insig neurons): MSE/PSNR/SSIM agree within 0.0001 (relative) "
+        "on all 3 seed(s)."]
