@@ -198,11 +198,14 @@ def _(z, target, activation, eps, mode, mean, full, need_grad, backend):
 def _setup_context(ctx, inputs, output):
     _, grad, bad = output
     ctx.mark_non_differentiable(grad, bad)
+    ctx.set_materialize_grads(False)  # else autograd fills a z-sized zero gradient for the unused `grad` output
     ctx.save_for_backward(grad)
     ctx.z_dtype = inputs[0].dtype
 
 
 def _backward(ctx, grad_loss, _grad_grad, _grad_bad):
+    if grad_loss is None:
+        return (None,) * 9
     (grad,) = ctx.saved_tensors
     return _scale_saved_grad(grad, grad_loss).to(ctx.z_dtype), None, None, None, None, None, None, None, None
 
