@@ -107,7 +107,7 @@ def resolve_backend(op: str, backend: str | None, device: torch.device, dtype: t
         return requested
     if device.type == "cuda":
         for name in gpu_order(op, dtype, work):
-            if name == "torch" or backend_status(op, name, device)[0]:
+            if backend_status(op, name, device)[0]:
                 return name
         return "torch"
     if device.type == "cpu":

@@ -22,7 +22,7 @@ from torch import Tensor
 from daenr_fast import _build, _validate
 from daenr_fast._dispatch import resolve_backend
 from daenr_fast.ops import reference
-from daenr_fast.ops._eager import eager_function, tracing
+from daenr_fast.ops._eager import eager_or_custom_op, tracing
 
 OP = "factorized_readout"
 
@@ -68,7 +68,7 @@ def factorized_readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optio
     _validate.check_backend_dtype(chosen, x.dtype, SUPPORTED_DTYPES)
     args = (x.contiguous(), spatial.contiguous(), features.contiguous(), None if bias is None else bias.contiguous(),
             chosen)
-    return _readout_op(*args) if tracing(*args[:4]) else _ReadoutFunction.apply(*args)
+    return _call_readout(*args)
 
 
 # ----------------------------------------------------------------------------------------------- backends
@@ -162,4 +162,4 @@ def _backward(ctx, grad):
 
 
 _readout_op.register_autograd(_backward, setup_context=_setup_context)
-_ReadoutFunction = eager_function("ReadoutFunction", _readout, _setup_context, _backward)
+_call_readout = eager_or_custom_op(_readout_op, "ReadoutFunction", _readout, _setup_context, _backward)

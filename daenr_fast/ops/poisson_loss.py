@@ -25,7 +25,7 @@ from torch import Tensor
 from daenr_fast import _build, _validate
 from daenr_fast._dispatch import resolve_backend
 from daenr_fast.ops import reference
-from daenr_fast.ops._eager import eager_function, tracing
+from daenr_fast.ops._eager import eager_or_custom_op, tracing
 
 OP = "poisson_loss"
 ACTIVATIONS = reference.POISSON_ACTIVATIONS
@@ -69,7 +69,7 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
     _validate.check_backend_dtype(chosen, z.dtype, SUPPORTED_DTYPES)
     need_grad = torch.is_grad_enabled() and z.requires_grad
     args = (z.contiguous(), target.contiguous(), code, float(eps), mode, mean, bool(full), need_grad, chosen)
-    loss, _, bad = _poisson_op(*args) if tracing(*args[:2]) else _PoissonFunction.apply(*args)
+    loss, _, bad = _call_poisson(*args)
     if validate and not torch.compiler.is_compiling():
         _raise_if_invalid(bad, target)
     return loss
@@ -227,4 +227,4 @@ def _keeps_graph() -> bool:
 
 
 _poisson_op.register_autograd(_backward, setup_context=_setup_context)
-_PoissonFunction = eager_function("PoissonFunction", _poisson, _setup_context, _backward)
+_call_poisson = eager_or_custom_op(_poisson_op, "PoissonFunction", _poisson, _setup_context, _backward)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from daenr_fast import _build, _validate
 from daenr_fast._dispatch import resolve_backend
-from daenr_fast.ops._eager import eager_function, tracing
+from daenr_fast.ops._eager import eager_or_custom_op
 
 OP = "vq_lookup"
 _TORCH_CHUNK = 1 << 22  # distances held at once by the torch backend
@@ -54,7 +54,7 @@ def vq_lookup(z: Tensor, codebook: Tensor, *, backend: Optional[str] = None) -> 
     chosen = resolve_backend(OP, backend, z.device, z.dtype, work=z.numel() * codebook.shape[0])
     _validate.check_backend_dtype(chosen, z.dtype, SUPPORTED_DTYPES)
     args = (z.contiguous(), codebook.contiguous(), chosen)
-    return _vq_op(*args) if tracing(*args[:2]) else _VQFunction.apply(*args)
+    return _call_vq(*args)
 
 
 def _dist_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -125,4 +125,4 @@ def _backward(ctx, _grad_idx, grad_dist):
 
 
 _vq_op.register_autograd(_backward, setup_context=_setup_context)
-_VQFunction = eager_function("VQFunction", _vq, _setup_context, _backward)
+_call_vq = eager_or_custom_op(_vq_op, "VQFunction", _vq, _setup_context, _backward)
