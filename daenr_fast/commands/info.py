@@ -61,12 +61,8 @@ def run(args) -> int:
 
 def _steps_text(steps) -> str:
     """'<= 3e+09: cuda, triton, torch; above: torch, cuda, triton' for a GPU_PREFERENCE entry."""
-    parts, previous = [], None
+    parts = []
     for limit, order in steps:
-        if limit == float("inf"):
-            label = "above" if previous is not None else "always"
-        else:
-            label = f"<= {limit:.0e}"
+        label = f"<= {limit:.0e}" if limit != float("inf") else ("always" if len(steps) == 1 else "above")
         parts.append(f"{label}: {', '.join(order)}")
-        previous = limit
     return "; ".join(parts)
