@@ -6,10 +6,14 @@ Backends: ``torch`` (pure-PyTorch reference, always there), ``cpu`` (C++ extensi
 Choice, in order:
 
 1. an explicit ``backend=`` argument, else the ``DAENR_FAST_BACKEND`` variable: used as given, and an error
-   (:class:`BackendUnavailable`, with the reason) if it cannot run on these tensors;
-2. CUDA tensors: the first available backend of the op's GPU order for the tensors' dtype and the size of the
+   (:class:`BackendUnavailable`, with the reason, or ``TypeError`` for a dtype it does not take) if it cannot run
+   on these tensors;
+2. otherwise only backends that take the call's device and dtype (the op's ``dtypes`` in
+   :data:`daenr_fast.ops._define.REGISTRY`) are candidates:
+   CUDA tensors: the first available backend of the op's GPU order for the tensors' dtype and the size of the
    call (:func:`gpu_order`; decided by benchmark on an H200, ``benchmarks/results/gpu``), else ``torch``;
-3. CPU tensors: ``cpu`` if the extension builds, else ``torch`` with one warning giving the reason.
+   CPU tensors: ``cpu`` if it takes the dtype and the extension builds (else ``torch``, with one warning giving
+   the build's reason), ``torch`` for the dtypes it does not take (float16/bfloat16).
 """
 from __future__ import annotations
 
@@ -20,8 +24,7 @@ import warnings
 import torch
 
 from daenr_fast import _build
-
-BACKENDS = ("torch", "cpu", "cuda", "triton")
+from daenr_fast.ops._define import BACKENDS, REGISTRY
 
 _FAST_FIRST = ("cuda", "triton", "torch")
 _TRITON_FIRST = ("triton", "cuda", "torch")
@@ -64,8 +67,16 @@ def triton_status(device: torch.device | None = None) -> tuple[bool, str]:
     return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on CPU)"
 
 
-def backend_status(op: str, backend: str, device: torch.device | None = None) -> tuple[bool, str]:
-    """(available, reason) of ``backend`` for ``op`` on tensors of ``device`` (None: on this machine)."""
+def backend_status(op: str, backend: str, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> tuple[bool, str]:
+    """(available, reason) of ``backend`` for ``op`` on tensors of ``device`` (None: on this machine) and ``dtype``
+    (None: any dtype the backend takes)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if dtype is not None:
+        taken = REGISTRY[op].dtypes.get(backend, ())
+        if dtype not in taken:
+            return False, f"takes {_dtype_names(taken)}, not {str(dtype).replace('torch.', '')}"
     if backend == "torch":
         return True, ""
     if backend == "cpu":
@@ -77,9 +88,11 @@ def backend_status(op: str, backend: str, device: torch.device | None = None) ->
             return False, f"the cuda backend takes CUDA tensors, got {device.type}"
         ok, why = _build.cuda_toolchain()
         return _build.extension_status(op, cuda=True) if ok else (False, why)
-    if backend == "triton":
-        return triton_status(device)
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return triton_status(device)
+
+
+def _dtype_names(dtypes) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes) or "no dtype"
 
 
 def gpu_order(op: str, dtype: torch.dtype | None = None, work: float = 0.0) -> tuple[str, ...]:
@@ -101,16 +114,19 @@ def resolve_backend(op: str, backend: str | None, device: torch.device, dtype: t
         requested = requested.lower()
         if requested not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r}")
+        if dtype is not None and dtype not in REGISTRY[op].dtypes.get(requested, ()):
+            raise TypeError(f"{op}: backend {requested!r} supports dtypes "
+                            f"{_dtype_names(REGISTRY[op].dtypes.get(requested, ()))}; got {dtype}")
         ok, why = backend_status(op, requested, device)
         if not ok:
             raise BackendUnavailable(f"{op}: backend {requested!r} is unavailable: {why}")
         return requested
     if device.type == "cuda":
         for name in gpu_order(op, dtype, work):
-            if backend_status(op, name, device)[0]:
+            if backend_status(op, name, device, dtype)[0]:
                 return name
         return "torch"
-    if device.type == "cpu":
+    if device.type == "cpu" and (dtype is None or dtype in REGISTRY[op].dtypes.get("cpu", ())):
         ok, why = backend_status(op, "cpu", device)
         if ok:
             return "cpu"

@@ -33,12 +33,6 @@ def check_same_dtype_device(**tensors: torch.Tensor | None) -> None:
             raise ValueError(f"{name} is on {t.device} but {first_name} is on {first.device}; they must match")
 
 
-def check_backend_dtype(backend: str, dtype: torch.dtype, allowed: dict[str, tuple[torch.dtype, ...]]) -> None:
-    if dtype not in allowed[backend]:
-        names = ", ".join(str(d).replace("torch.", "") for d in allowed[backend])
-        raise TypeError(f"backend {backend!r} supports dtypes {names}; got {dtype}")
-
-
 def check_tensor_any_rank(value, name: str, layout: str) -> torch.Tensor:
     """``value`` must be a floating tensor (any number of dimensions); ``layout`` names them, e.g. ``"(..., N)"``."""
     if not isinstance(value, torch.Tensor):

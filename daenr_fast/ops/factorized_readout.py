@@ -1,4 +1,4 @@
-"""Fused factorized readout: public function, torch custom op, autograd, backend dispatch.
+"""Fused factorized readout: the op definition, its public function and its backends.
 
     y[b,n] = sum_c features[n,c] * sum_{h,w} spatial[n,h,w] * x[b,c,h,w] + bias[n]
 
@@ -10,7 +10,11 @@ the gradients are
     dfeatures[n,c]  = sum_b dy[b,n] sum_{h,w} spatial[n,h,w] x[b,c,h,w]
     dbias[n]        = sum_b dy[b,n]
 
-The fused backends never hold the (B,C,N) or (B,N,H*W) tensors: they work on blocks of bounded size.
+The fused backends never hold the (B,C,N) or (B,N,H*W) tensors: they work on blocks of bounded size. The
+gradients are linear in (dy, x, spatial, features), so a backward that builds a graph (``create_graph=True``,
+second derivatives) computes them with the differentiable formula of the torch backend instead of a kernel.
+vmap over stacked readouts (spatial/features/bias with a leading model dimension) folds the models into the
+neuron dimension; over stacked inputs, into the batch dimension.
 """
 from __future__ import annotations
 
@@ -19,19 +23,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from daenr_fast import _build, _validate
-from daenr_fast._dispatch import resolve_backend
+from daenr_fast import _build, _dispatch, _validate
 from daenr_fast.ops import reference
-from daenr_fast.ops._eager import eager_or_custom_op, tracing
+from daenr_fast.ops._define import OpDef, define
 
-OP = "factorized_readout"
-
-SUPPORTED_DTYPES = {
-    "torch": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-    "cpu": (torch.float32, torch.float64),
-    "cuda": (torch.float16, torch.bfloat16, torch.float32),
-    "triton": (torch.float16, torch.bfloat16, torch.float32),
-}
+HALF_AND_SINGLE = (torch.float16, torch.bfloat16, torch.float32)
+ALL_FLOATS = HALF_AND_SINGLE + (torch.float64,)
 
 
 def factorized_readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optional[Tensor] = None, *,
@@ -64,11 +61,9 @@ def factorized_readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optio
                          f"got {tuple(features.shape)}")
     if bias is not None and bias.shape != (n,):
         raise ValueError(f"bias must have shape (N,)=({n},), got {tuple(bias.shape)}")
-    chosen = resolve_backend(OP, backend, x.device, x.dtype, work=x.numel() * n)
-    _validate.check_backend_dtype(chosen, x.dtype, SUPPORTED_DTYPES)
-    args = (x.contiguous(), spatial.contiguous(), features.contiguous(), None if bias is None else bias.contiguous(),
-            chosen)
-    return _call_readout(*args)
+    chosen = _dispatch.resolve_backend(OP.name, backend, x.device, x.dtype, work=x.numel() * n)
+    return OP(x.contiguous(), spatial.contiguous(), features.contiguous(),
+              None if bias is None else bias.contiguous(), chosen)
 
 
 # ----------------------------------------------------------------------------------------------- backends
@@ -78,6 +73,7 @@ def _torch_forward(x, spatial, features, bias):
 
 
 def _torch_backward(grad, x, spatial, features):
+    """(dx, dspatial, dfeatures, dbias) in the accumulation dtype; differentiable (used for second derivatives)."""
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     b, c, h, w = x.shape
     n = spatial.shape[0]
@@ -92,12 +88,12 @@ def _torch_backward(grad, x, spatial, features):
 
 
 def _ext_forward(x, spatial, features, bias):
-    _build.load_extension(OP)  # a no-op once loaded; needed when the custom op is called directly
+    _build.load_extension(OP.name)  # a no-op once loaded; needed when the custom op is called directly
     return torch.ops.daenr_fast_ext.factorized_readout_forward(x, spatial, features, bias)
 
 
 def _ext_backward(grad, x, spatial, features):
-    _build.load_extension(OP)
+    _build.load_extension(OP.name)
     return torch.ops.daenr_fast_ext.factorized_readout_backward(grad.contiguous(), x, spatial, features)
 
 
@@ -113,36 +109,21 @@ def _triton_backward(grad, x, spatial, features):
     return kernel.backward(grad.contiguous(), x, spatial, features)
 
 
-_FORWARD = {"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward}
-_BACKWARD = {"torch": _torch_backward, "cpu": _ext_backward, "cuda": _ext_backward, "triton": _triton_backward}
+def _cast_backward(kernel):
+    """A backward kernel whose four gradients come back in x's dtype."""
+    def run(grad, x, spatial, features):
+        return tuple(g.to(x.dtype) for g in kernel(grad, x, spatial, features))
+
+    return run
 
 
-# ----------------------------------------------------------------------------------------------- custom op
+# ----------------------------------------------------------------------------------------------- autograd
 
-def _readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optional[Tensor], backend: str) -> Tensor:
-    return _FORWARD[backend](x, spatial, features, bias)
-
-
-def _readout_backward(grad: Tensor, x: Tensor, spatial: Tensor, features: Tensor,
-                      backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    gx, gm, gw, gb = _BACKWARD[backend](grad, x, spatial, features)
-    return gx.to(x.dtype), gm.to(x.dtype), gw.to(x.dtype), gb.to(x.dtype)
-
-
-_readout_op = torch.library.custom_op("daenr_fast::factorized_readout", _readout, mutates_args=())
-
-
-@_readout_op.register_fake
-def _(x, spatial, features, bias, backend):
+def _fake(x, spatial, features, bias):
     return x.new_empty((x.shape[0], spatial.shape[0]))
 
 
-_readout_backward_op = torch.library.custom_op("daenr_fast::factorized_readout_backward", _readout_backward,
-                                               mutates_args=())
-
-
-@_readout_backward_op.register_fake
-def _(grad, x, spatial, features, backend):
+def _backward_fake(grad, x, spatial, features):
     return (torch.empty_like(x), torch.empty_like(spatial), torch.empty_like(features),
             spatial.new_empty((spatial.shape[0],)))
 
@@ -156,10 +137,50 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, spatial, features = ctx.saved_tensors
-    run = _readout_backward_op if tracing(grad, x, spatial, features) else _readout_backward
-    gx, gm, gw, gb = run(grad, x, spatial, features, ctx.backend)
+    if torch.is_grad_enabled():  # building a graph of the gradients: the differentiable formula
+        gx, gm, gw, gb = (g.to(x.dtype) for g in _torch_backward(grad, x, spatial, features))
+    else:
+        gx, gm, gw, gb = OP.run_backward(grad, x, spatial, features, ctx.backend)
     return gx, gm, gw, (gb if ctx.has_bias else None), None
 
 
-_readout_op.register_autograd(_backward, setup_context=_setup_context)
-_call_readout = eager_or_custom_op(_readout_op, "ReadoutFunction", _readout, _setup_context, _backward)
+def _vmap(info, in_dims, x, spatial, features, bias, backend):
+    """Batched readouts as one call: stacked parameters fold into the neuron dimension, stacked inputs into the
+    batch dimension; both stacked at once run one call per entry."""
+    x_dim, *param_dims = in_dims[:4]
+    size = info.batch_size
+    if x_dim is not None and any(d is not None for d in param_dims):
+        x = x.movedim(x_dim, 0)
+        params = [None if p is None else (p.movedim(d, 0) if d is not None else p.expand(size, *p.shape))
+                  for p, d in zip((spatial, features, bias), param_dims)]
+        out = [OP.custom_op(x[i].contiguous(), *(None if p is None else p[i].contiguous() for p in params), backend)
+               for i in range(size)]
+        return torch.stack(out), 0
+    if x_dim is not None:
+        x = x.movedim(x_dim, 0)
+        y = OP.custom_op(x.reshape(-1, *x.shape[2:]).contiguous(), spatial, features, bias, backend)
+        return y.view(size, x.shape[1], -1), 0
+    params = [None if p is None else (p.movedim(d, 0) if d is not None else p.expand(size, *p.shape))
+              for p, d in zip((spatial, features, bias), param_dims)]
+    spatial, features, bias = (None if p is None else p.reshape(-1, *p.shape[2:]).contiguous() for p in params)
+    y = OP.custom_op(x, spatial, features, bias, backend)
+    return y.view(x.shape[0], size, -1), 1
+
+
+OP = define(OpDef(
+    name="factorized_readout",
+    schema="(Tensor x, Tensor spatial, Tensor features, Tensor? bias, str backend) -> Tensor",
+    kernels={"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward},
+    dtypes={"torch": ALL_FLOATS, "cpu": (torch.float32, torch.float64), "cuda": HALF_AND_SINGLE,
+            "triton": HALF_AND_SINGLE},
+    fake=_fake,
+    setup_context=_setup_context,
+    backward=_backward,
+    vmap=_vmap,
+    backward_schema="(Tensor grad, Tensor x, Tensor spatial, Tensor features, str backend)"
+                    " -> (Tensor, Tensor, Tensor, Tensor)",
+    backward_kernels={name: _cast_backward(k) for name, k in
+                      {"torch": _torch_backward, "cpu": _ext_backward, "cuda": _ext_backward,
+                       "triton": _triton_backward}.items()},
+    backward_fake=_backward_fake,
+))

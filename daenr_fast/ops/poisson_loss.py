@@ -1,4 +1,4 @@
-"""Fused Poisson loss: public function, torch custom op, autograd, backend dispatch.
+"""Fused Poisson loss: the op definition, its public function and its backends.
 
 With the rate ``r = act(z)`` and counts ``s = target``, per element
 
@@ -13,7 +13,9 @@ z, target (..., N); ``reduction`` ``"mean"``/``"sum"`` over all elements (a scal
 The fused backends make a single pass over (z, target): loss, its reduction, the gradient for z (already
 divided by the reduced count) and the validity check of the targets. The backward only multiplies that saved
 gradient by the upstream gradient (in place when the graph is not retained). For float16/bfloat16 inputs the saved
-gradient is float32 and is rounded once, after that product.
+gradient is float32 and is rounded once, after that product. A backward that builds a graph
+(``create_graph=True``, second derivatives) recomputes dl/dz from the saved z and target with differentiable torch
+operations instead. vmap over a leading model dimension reduces each model's loss separately in one fused call.
 """
 from __future__ import annotations
 
@@ -22,22 +24,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from daenr_fast import _build, _validate
-from daenr_fast._dispatch import resolve_backend
+from daenr_fast import _build, _dispatch, _validate
 from daenr_fast.ops import reference
-from daenr_fast.ops._eager import eager_or_custom_op, tracing
+from daenr_fast.ops._define import OpDef, define, tracing
+from daenr_fast.ops.poisson_codes import ACTIVATION_NAMES, PoissonMode
 
-OP = "poisson_loss"
-ACTIVATIONS = reference.POISSON_ACTIVATIONS
+ACTIVATIONS = ACTIVATION_NAMES
 REDUCTIONS = ("mean", "sum", "none")
-MODE_NONE, MODE_TOTAL, MODE_PER_NEURON = 0, 1, 2
-
-SUPPORTED_DTYPES = {
-    "torch": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-    "cpu": (torch.float32, torch.float64),
-    "cuda": (torch.float16, torch.bfloat16, torch.float32),
-    "triton": (torch.float16, torch.bfloat16, torch.float32),
-}
+HALF_AND_SINGLE = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps: float = 1e-8,
@@ -65,14 +59,18 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
     target = _check_target(target, z)
     if per_neuron and z.dim() == 0:
         raise ValueError("z must have at least one dimension (..., N) when per_neuron=True")
-    chosen = resolve_backend(OP, backend, z.device, z.dtype, work=z.numel())
-    _validate.check_backend_dtype(chosen, z.dtype, SUPPORTED_DTYPES)
+    chosen = _dispatch.resolve_backend(OP.name, backend, z.device, z.dtype, work=z.numel())
     need_grad = torch.is_grad_enabled() and z.requires_grad
-    args = (z.contiguous(), target.contiguous(), code, float(eps), mode, mean, bool(full), need_grad, chosen)
-    loss, _, bad = _call_poisson(*args)
-    if validate and not torch.compiler.is_compiling():
+    loss, _, bad = OP(z.contiguous(), target.contiguous(), code, float(eps), mode, mean, bool(full), need_grad,
+                      chosen)
+    if validate and not torch.compiler.is_compiling() and not _batched(bad):
         _raise_if_invalid(bad, target)
     return loss
+
+
+def _batched(t: Tensor) -> bool:
+    """Whether ``t`` is a vmap batch, whose values cannot be read (validation is then skipped, as when compiling)."""
+    return torch._C._functorch.is_batchedtensor(t)
 
 
 def _check_options(activation, reduction, per_neuron, eps) -> tuple[int, int, bool]:
@@ -84,8 +82,8 @@ def _check_options(activation, reduction, per_neuron, eps) -> tuple[int, int, bo
         raise ValueError("per_neuron=True needs reduction 'mean' or 'sum', got 'none'")
     if not isinstance(eps, (int, float)) or not eps >= 0 or eps == float("inf"):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    mode = MODE_PER_NEURON if per_neuron else (MODE_NONE if reduction == "none" else MODE_TOTAL)
-    return ACTIVATIONS.index(activation), mode, reduction == "mean"
+    mode = PoissonMode.PER_NEURON if per_neuron else (PoissonMode.NONE if reduction == "none" else PoissonMode.TOTAL)
+    return ACTIVATIONS.index(activation), int(mode), reduction == "mean"
 
 
 def _check_target(target, z: Tensor) -> Tensor:
@@ -143,16 +141,16 @@ def _grad_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _grad_scale(z: Tensor, mode: int, mean: bool) -> float:
     """1 / (number of reduced elements) for a mean, else 1."""
-    if not mean or mode == MODE_NONE:
+    if not mean or mode == PoissonMode.NONE:
         return 1.0
-    count = z.numel() if mode == MODE_TOTAL else (z.numel() // z.shape[-1] if z.shape[-1] else 0)
+    count = z.numel() if mode == PoissonMode.TOTAL else (z.numel() // z.shape[-1] if z.shape[-1] else 0)
     return 1.0 / count if count else float("nan")
 
 
 def _torch_forward(z, target, code, eps, mode, mean, full, need_grad):
     activation = ACTIVATIONS[code]
-    reduction = "none" if mode == MODE_NONE else ("mean" if mean else "sum")
-    loss = reference.poisson_loss(z, target, activation, eps, reduction, mode == MODE_PER_NEURON, full)
+    reduction = "none" if mode == PoissonMode.NONE else ("mean" if mean else "sum")
+    loss = reference.poisson_loss(z, target, activation, eps, reduction, mode == PoissonMode.PER_NEURON, full)
     if need_grad:
         grad = _torch_grad(z, target, activation, eps, _grad_scale(z, mode, mean)).to(_grad_dtype(z.dtype))
     else:
@@ -161,7 +159,7 @@ def _torch_forward(z, target, code, eps, mode, mean, full, need_grad):
 
 
 def _ext_forward(z, target, code, eps, mode, mean, full, need_grad):
-    _build.load_extension(OP)  # a no-op once loaded; needed when the op is called directly (e.g. a saved graph)
+    _build.load_extension(OP.name)  # a no-op once loaded; needed when the op is called directly (e.g. a saved graph)
     return torch.ops.daenr_fast_ext.poisson_loss_forward(z, target, code, eps, mode, mean, full, need_grad)
 
 
@@ -171,43 +169,36 @@ def _triton_forward(z, target, code, eps, mode, mean, full, need_grad):
     return kernel.forward(z, target, code, eps, mode, mean, full, need_grad)
 
 
-_FORWARD = {"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward}
+# ----------------------------------------------------------------------------------------------- autograd
 
-
-# ----------------------------------------------------------------------------------------------- custom op
-
-def _poisson(z: Tensor, target: Tensor, activation: int, eps: float, mode: int, mean: bool, full: bool,
-             need_grad: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    return _FORWARD[backend](z, target, activation, eps, mode, mean, full, need_grad)
-
-
-_poisson_op = torch.library.custom_op("daenr_fast::poisson_loss", _poisson, mutates_args=())
-
-
-@_poisson_op.register_fake
-def _(z, target, activation, eps, mode, mean, full, need_grad, backend):
-    if mode == MODE_NONE:
+def _fake(z, target, activation, eps, mode, mean, full, need_grad):
+    if mode == PoissonMode.NONE:
         loss = torch.empty_like(z)
     else:
-        loss = z.new_empty(() if mode == MODE_TOTAL else (z.shape[-1],))
+        loss = z.new_empty(() if mode == PoissonMode.TOTAL else (z.shape[-1],))
     grad_dtype = _grad_dtype(z.dtype)
     grad = torch.empty_like(z, dtype=grad_dtype) if need_grad else z.new_empty((0,), dtype=grad_dtype)
     return loss, grad, z.new_empty((2,), dtype=torch.int64)
 
 
 def _setup_context(ctx, inputs, output):
+    z, target, activation, eps, mode, mean, *_ = inputs
     _, grad, bad = output
     ctx.mark_non_differentiable(grad, bad)
     ctx.set_materialize_grads(False)  # else autograd fills a z-sized zero gradient for the unused `grad` output
-    ctx.save_for_backward(grad)
-    ctx.z_dtype = inputs[0].dtype
+    ctx.save_for_backward(grad, z, target)
+    ctx.options = (ACTIVATIONS[activation], eps, _grad_scale(z, mode, mean))
 
 
 def _backward(ctx, grad_loss, _grad_grad, _grad_bad):
     if grad_loss is None:
         return (None,) * 9
-    (grad,) = ctx.saved_tensors
-    return _scale_saved_grad(grad, grad_loss).to(ctx.z_dtype), None, None, None, None, None, None, None, None
+    grad, z, target = ctx.saved_tensors
+    if torch.is_grad_enabled():  # building a graph of the gradient: recompute dl/dz differentiably
+        grad_z = _torch_grad(z, target, *ctx.options) * grad_loss
+    else:
+        grad_z = _scale_saved_grad(grad, grad_loss)
+    return grad_z.to(z.dtype), None, None, None, None, None, None, None, None
 
 
 def _scale_saved_grad(grad: Tensor, grad_loss: Tensor) -> Tensor:
@@ -226,5 +217,56 @@ def _keeps_graph() -> bool:
     return True if query is None else bool(query())
 
 
-_poisson_op.register_autograd(_backward, setup_context=_setup_context)
-_call_poisson = eager_or_custom_op(_poisson_op, "PoissonFunction", _poisson, _setup_context, _backward)
+# ----------------------------------------------------------------------------------------------- vmap
+
+def _vmap(info, in_dims, z, target, activation, eps, mode, mean, full, need_grad, backend):
+    """Models stacked on a leading dimension G: each model's loss in one fused call. With z (G, ..., N): a total
+    becomes the per-neuron mode over the (elements, G) view, per-neuron the per-neuron mode over (rows, G*N)."""
+    size = info.batch_size
+    z, target = (t.movedim(d, 0) if d is not None else t.expand(size, *t.shape)
+                 for t, d in zip((z, target), in_dims[:2]))
+    info_out = _invalid_info_per_model(target)
+    if mode == PoissonMode.NONE:
+        loss, grad, _ = OP.custom_op(z.contiguous(), target.contiguous(), activation, eps, mode, mean, full,
+                                     need_grad, backend)
+        return (loss, grad, info_out), (0, 0 if need_grad else None, 0)
+    shape = z.shape
+    if mode == PoissonMode.TOTAL:
+        def view_in(t):  # (elements, G)
+            return t.reshape(size, -1).t()
+
+        def view_out(t):
+            return t.t().reshape(shape)
+    else:
+        def view_in(t):  # (rows, G*N)
+            return t.movedim(0, -2).reshape(-1, size * shape[-1])
+
+        def view_out(t):
+            return t.reshape(*shape[1:-1], size, shape[-1]).movedim(-2, 0)
+    loss, grad, _ = OP.custom_op(view_in(z).contiguous(), view_in(target).contiguous(), activation, eps,
+                                 int(PoissonMode.PER_NEURON), mean, full, need_grad, backend)
+    loss = loss.view(size, *(() if mode == PoissonMode.TOTAL else (shape[-1],)))
+    grad = view_out(grad) if need_grad else grad
+    return (loss, grad, info_out), (0, 0 if need_grad else None, 0)
+
+
+def _invalid_info_per_model(target: Tensor) -> Tensor:
+    """(G, 2) int64: per model, the count of invalid targets and the first one's flat index (or -1)."""
+    bad = ~((target >= 0) & (target <= torch.finfo(target.dtype).max))
+    flat = bad.reshape(bad.shape[0], -1)
+    first = torch.where(flat.any(1), flat.to(torch.int8).argmax(1), torch.full_like(flat[:, 0], -1, dtype=torch.int64))
+    return torch.stack([flat.sum(1), first], dim=1).to(torch.int64)
+
+
+OP = define(OpDef(
+    name="poisson_loss",
+    schema="(Tensor z, Tensor target, int activation, float eps, int mode, bool mean, bool full, bool need_grad,"
+           " str backend) -> (Tensor, Tensor, Tensor)",
+    kernels={"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward},
+    dtypes={"torch": HALF_AND_SINGLE + (torch.float64,), "cpu": (torch.float32, torch.float64),
+            "cuda": HALF_AND_SINGLE, "triton": HALF_AND_SINGLE},
+    fake=_fake,
+    setup_context=_setup_context,
+    backward=_backward,
+    vmap=_vmap,
+))

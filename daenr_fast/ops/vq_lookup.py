@@ -1,4 +1,4 @@
-"""VQ nearest-codebook lookup: public function, torch custom op, autograd, backend dispatch.
+"""VQ nearest-codebook lookup: the op definition, its public function and its backends.
 
     idx[m]  = argmin_k ||z[m] - codebook[k]||^2      (ties to the lowest k)
     dist[m] = ||z[m] - codebook[idx[m]]||^2
@@ -9,6 +9,9 @@ torch backend holds at most ``_TORCH_CHUNK`` distances at a time). ``dist`` is d
 
     d dist[m] / d z[m]        =  2 (z[m] - codebook[idx[m]])
     d dist[m] / d codebook[k] = -2 (z[m] - codebook[k])   for k = idx[m]
+
+The backward is written with differentiable torch operations, so second derivatives through ``dist`` are exact.
+vmap over stacked inputs z (G,M,D) with one codebook folds G into M; stacked codebooks run one call per model.
 """
 from __future__ import annotations
 
@@ -17,19 +20,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from daenr_fast import _build, _validate
-from daenr_fast._dispatch import resolve_backend
-from daenr_fast.ops._eager import eager_or_custom_op
+from daenr_fast import _build, _dispatch, _validate
+from daenr_fast.ops._define import OpDef, define
 
-OP = "vq_lookup"
 _TORCH_CHUNK = 1 << 22  # distances held at once by the torch backend
-
-SUPPORTED_DTYPES = {
-    "torch": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-    "cpu": (torch.float32, torch.float64),
-    "cuda": (torch.float16, torch.bfloat16, torch.float32),
-    "triton": (torch.float16, torch.bfloat16, torch.float32),
-}
+HALF_AND_SINGLE = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def vq_lookup(z: Tensor, codebook: Tensor, *, backend: Optional[str] = None) -> tuple[Tensor, Tensor]:
@@ -51,10 +46,8 @@ def vq_lookup(z: Tensor, codebook: Tensor, *, backend: Optional[str] = None) -> 
                          f"got {tuple(codebook.shape)}")
     if codebook.shape[0] == 0:
         raise ValueError("codebook must hold at least one code (K >= 1), got shape (0, D)")
-    chosen = resolve_backend(OP, backend, z.device, z.dtype, work=z.numel() * codebook.shape[0])
-    _validate.check_backend_dtype(chosen, z.dtype, SUPPORTED_DTYPES)
-    args = (z.contiguous(), codebook.contiguous(), chosen)
-    return _call_vq(*args)
+    chosen = _dispatch.resolve_backend(OP.name, backend, z.device, z.dtype, work=z.numel() * codebook.shape[0])
+    return OP(z.contiguous(), codebook.contiguous(), chosen)
 
 
 def _dist_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -79,7 +72,7 @@ def _torch_forward(z, codebook):
 
 
 def _ext_forward(z, codebook):
-    _build.load_extension(OP)  # a no-op once loaded; needed when the op is called directly (e.g. a saved graph)
+    _build.load_extension(OP.name)  # a no-op once loaded; needed when the op is called directly (e.g. a saved graph)
     idx, dist = torch.ops.daenr_fast_ext.vq_lookup_forward(z, codebook)
     return idx, dist.to(_dist_dtype(z.dtype))
 
@@ -90,20 +83,9 @@ def _triton_forward(z, codebook):
     return kernel.forward(z, codebook)
 
 
-_FORWARD = {"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward}
+# ----------------------------------------------------------------------------------------------- autograd
 
-
-# ----------------------------------------------------------------------------------------------- custom op
-
-def _vq(z: Tensor, codebook: Tensor, backend: str) -> tuple[Tensor, Tensor]:
-    return _FORWARD[backend](z, codebook)
-
-
-_vq_op = torch.library.custom_op("daenr_fast::vq_lookup", _vq, mutates_args=())
-
-
-@_vq_op.register_fake
-def _(z, codebook, backend):
+def _fake(z, codebook):
     m = z.shape[0]
     return z.new_empty((m,), dtype=torch.int64), z.new_empty((m,), dtype=_dist_dtype(z.dtype))
 
@@ -120,9 +102,32 @@ def _backward(ctx, _grad_idx, grad_dist):
     acc = _dist_dtype(z.dtype)
     diff = z.to(acc) - codebook.to(acc)[idx]
     grad_z = 2 * grad_dist.to(acc)[:, None] * diff
-    grad_codebook = torch.zeros(codebook.shape, dtype=acc, device=codebook.device).index_add_(0, idx, -grad_z)
+    grad_codebook = torch.zeros(codebook.shape, dtype=acc, device=codebook.device).index_add(0, idx, -grad_z)
     return grad_z.to(z.dtype), grad_codebook.to(codebook.dtype), None
 
 
-_vq_op.register_autograd(_backward, setup_context=_setup_context)
-_call_vq = eager_or_custom_op(_vq_op, "VQFunction", _vq, _setup_context, _backward)
+def _vmap(info, in_dims, z, codebook, backend):
+    """Stacked z with one codebook: one call over all rows; stacked codebooks: one call per model."""
+    size = info.batch_size
+    z_dim, e_dim = in_dims[:2]
+    if e_dim is None:
+        z = z.movedim(z_dim, 0)
+        idx, dist = OP.custom_op(z.reshape(-1, z.shape[-1]).contiguous(), codebook, backend)
+        return (idx.view(size, -1), dist.view(size, -1)), (0, 0)
+    codebook = codebook.movedim(e_dim, 0)
+    z = z.movedim(z_dim, 0) if z_dim is not None else z.expand(size, *z.shape)
+    out = [OP.custom_op(z[i].contiguous(), codebook[i].contiguous(), backend) for i in range(size)]
+    return (torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])), (0, 0)
+
+
+OP = define(OpDef(
+    name="vq_lookup",
+    schema="(Tensor z, Tensor codebook, str backend) -> (Tensor, Tensor)",
+    kernels={"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward},
+    dtypes={"torch": HALF_AND_SINGLE + (torch.float64,), "cpu": (torch.float32, torch.float64),
+            "cuda": HALF_AND_SINGLE, "triton": HALF_AND_SINGLE},
+    fake=_fake,
+    setup_context=_setup_context,
+    backward=_backward,
+    vmap=_vmap,
+))
