@@ -20,6 +20,8 @@ fraction of codes used.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,12 +53,18 @@ class VectorQuantizer(nn.Module):
                  decay: float = 0.99, eps: float = 1e-5, kmeans_init: bool = False,
                  dead_code_threshold: float | None = 1.0, kmeans_iters: int = 10, backend: str | None = None):
         super().__init__()
-        if num_codes < 1 or dim < 1:
-            raise ValueError(f"num_codes and dim must be >= 1, got num_codes={num_codes}, dim={dim}")
+        for name, value in (("num_codes", num_codes), ("dim", dim), ("kmeans_iters", kmeans_iters)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "kmeans_iters" else 1):
+                raise ValueError(f"{name} must be an integer >= {0 if name == 'kmeans_iters' else 1}, got {value!r}")
+        for name, value in (("beta", beta), ("decay", decay), ("eps", eps), ("dead_code_threshold",
+                                                                             dead_code_threshold or 0.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
-        if beta < 0 or eps <= 0:
-            raise ValueError(f"beta must be >= 0 and eps > 0, got beta={beta}, eps={eps}")
+        if beta < 0 or eps <= 0 or (dead_code_threshold or 0.0) < 0:
+            raise ValueError(f"beta and dead_code_threshold must be >= 0 and eps > 0, got beta={beta}, eps={eps}, "
+                             f"dead_code_threshold={dead_code_threshold}")
         self.num_codes, self.dim, self.beta, self.ema = num_codes, dim, beta, ema
         self.decay, self.eps, self.kmeans_iters, self.backend = decay, eps, kmeans_iters, backend
         self.kmeans_init = kmeans_init
@@ -69,17 +77,22 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_count", torch.ones(num_codes))
         self.register_buffer("ema_sum", codebook.clone())
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self._needs_kmeans = kmeans_init  # a Python mirror of `initialized`, so compiled graphs guard on it
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._needs_kmeans = self.kmeans_init and not bool(self.initialized)
 
     def forward(self, z: Tensor) -> tuple[Tensor, dict]:
         flat, restore = self._flatten(z)
         work = flat.to(self.codebook.dtype)
-        if self.training and self.kmeans_init and not bool(self.initialized):
+        if self.training and self._needs_kmeans:
             self._kmeans_init(work.detach())
         indices, _ = vq_lookup(work.detach(), self.codebook.detach(), backend=self.backend)
         codes = F.embedding(indices, self.codebook)
         commitment = self.beta * F.mse_loss(work, codes.detach())
         codebook_loss = work.new_zeros(()) if self.ema else F.mse_loss(work.detach(), codes)
-        counts = torch.bincount(indices, minlength=self.num_codes).to(work.dtype)
+        counts = self._counts(indices, work.dtype)
         if self.training:
             with torch.no_grad():
                 self._update(work.detach(), indices, counts)
@@ -117,15 +130,22 @@ class VectorQuantizer(nn.Module):
             total = self.ema_count.sum()
             smoothed = (self.ema_count + self.eps) / (total + self.num_codes * self.eps) * total
             self.codebook.copy_(self.ema_sum / smoothed[:, None])
-        dead = (self.ema_count < self.dead_code_threshold).nonzero().flatten()
-        if dead.numel() and z.shape[0]:
-            pick = torch.randint(z.shape[0], (dead.numel(),), device=z.device)
+        if self.dead_code_threshold > 0 and z.shape[0]:
+            dead = self.ema_count < self.dead_code_threshold
+            pick = torch.randint(z.shape[0], (self.num_codes,), device=z.device)
             self._reset_codes(dead, z[pick])
 
+    def _counts(self, indices: Tensor, dtype: torch.dtype) -> Tensor:
+        """(K,) number of vectors assigned to each code (static shape, unlike bincount)."""
+        return torch.zeros(self.num_codes, dtype=dtype, device=indices.device).index_add_(
+            0, indices, torch.ones(indices.shape, dtype=dtype, device=indices.device))
+
     def _reset_codes(self, which: Tensor, vectors: Tensor) -> None:
-        self.codebook.data[which] = vectors
-        self.ema_sum[which] = vectors
-        self.ema_count[which] = 1.0
+        """Codes where the (K,) mask ``which`` is set become the matching rows of ``vectors`` (K,D), N_k = 1."""
+        keep = ~which[:, None]
+        self.codebook.data.copy_(torch.where(keep, self.codebook.data, vectors))
+        self.ema_sum.copy_(torch.where(keep, self.ema_sum, vectors))
+        self.ema_count.copy_(torch.where(which, torch.ones_like(self.ema_count), self.ema_count))
 
     @torch.no_grad()
     def _kmeans_init(self, z: Tensor) -> None:
@@ -136,10 +156,11 @@ class VectorQuantizer(nn.Module):
         for _ in range(self.kmeans_iters):
             assign, _ = vq_lookup(z, centers, backend=self.backend)
             sums = torch.zeros_like(centers).index_add_(0, assign, z)
-            counts = torch.bincount(assign, minlength=self.num_codes).to(z.dtype)
+            counts = self._counts(assign, z.dtype)
             centers = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centers)
-        self._reset_codes(torch.arange(self.num_codes, device=z.device), centers)
+        self._reset_codes(torch.ones(self.num_codes, dtype=torch.bool, device=z.device), centers)
         self.initialized.fill_(True)
+        self._needs_kmeans = False
 
     def extra_repr(self) -> str:
         return (f"num_codes={self.num_codes}, dim={self.dim}, beta={self.beta}, ema={self.ema}, "

@@ -7,9 +7,10 @@ backward formula and a vmap rule — and :func:`define` turns that into
 * the registered custom op ``torch.ops.daenr_fast.NAME`` (fake implementation, autograd, vmap rule), which is
   what ``torch.compile``, fake tensors, exported graphs and ``torch.library.opcheck`` see; a backward kernel
   becomes a second custom op ``daenr_fast::NAME_backward``;
+  The custom op is the path under ``torch.compile``, dispatch modes and tensor subclasses;
 * a ``torch.autograd.Function`` with ``setup_context`` and ``generate_vmap_rule`` whose forward calls that custom
-  op: the path under ``torch.compile``, dispatch modes, tensor subclasses and ``torch.func`` transforms
-  (``grad``, ``vmap``, ``jacrev``), whose ``vmap`` then reaches the op's own vmap rule;
+  op: the path under ``torch.func`` transforms (``grad``, ``vmap``, ``jacrev``; a custom op's own autograd does not
+  support them), whose ``vmap`` then reaches the op's own vmap rule;
 * the fast eager path: a ``torch.autograd.Function`` built from the same three functions that calls the backend
   kernel directly, without the custom-op dispatcher (tens of microseconds per call, most of a small GPU call), and
   no autograd at all when no input needs a gradient;
@@ -107,8 +108,10 @@ class DefinedOp:
 
     def __call__(self, *args):
         tensors = [a for a in args if isinstance(a, Tensor)]
-        if tracing(*tensors):
+        if torch._C._are_functorch_transforms_active():
             return self._traced.apply(*args)
+        if tracing(*tensors):
+            return self.overload(*args)
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return self._eager.apply(*args)
         return self.spec.kernels[args[-1]](*args[:-1])
@@ -163,7 +166,7 @@ def _traced_function(spec: OpDef, overload) -> type:
         return overload(*args)
 
     return type(f"{_camel(spec.name)}Function", (torch.autograd.Function,), {
-        "__doc__": f"Autograd of {spec.name} for torch.compile and torch.func (see daenr_fast.ops._define).",
+        "__doc__": f"Autograd of {spec.name} under torch.func transforms (see daenr_fast.ops._define).",
         "generate_vmap_rule": True,
         "forward": staticmethod(forward),
         "setup_context": staticmethod(spec.setup_context),

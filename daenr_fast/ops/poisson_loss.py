@@ -69,8 +69,14 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
 
 
 def _batched(t: Tensor) -> bool:
-    """Whether ``t`` is a vmap batch, whose values cannot be read (validation is then skipped, as when compiling)."""
-    return torch._C._functorch.is_batchedtensor(t)
+    """Whether ``t`` is (or wraps) a vmap batch, whose values cannot be read (validation is then skipped, as when
+    compiling)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        if functorch.is_batchedtensor(t):
+            return True
+        t = functorch.get_unwrapped(t)
+    return False
 
 
 def _check_options(activation, reduction, per_neuron, eps) -> tuple[int, int, bool]:

@@ -147,8 +147,13 @@ def test_integer_input_is_refused():
         quantizer()(torch.zeros(3, 2, dtype=torch.long))
 
 
-@pytest.mark.parametrize("kwargs,match", [(dict(num_codes=0), "num_codes and dim"), (dict(decay=1.0), "decay"),
-                                          (dict(beta=-1.0), "beta"), (dict(eps=0.0), "eps")])
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_codes=0), "num_codes must be an integer >= 1"), (dict(dim=2.5), "dim must be an integer"),
+    (dict(num_codes=True), "num_codes must be an integer"), (dict(decay=1.0), "decay"), (dict(beta=-1.0), "beta"),
+    (dict(beta=float("nan")), "beta must be a finite number"), (dict(eps=0.0), "eps"),
+    (dict(decay=float("inf")), "decay must be a finite number"),
+    (dict(dead_code_threshold=-1.0), "dead_code_threshold must be >= 0"),
+    (dict(kmeans_iters=-1), "kmeans_iters must be an integer >= 0")])
 def test_bad_constructor_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         VectorQuantizer(**kwargs)
