@@ -3,11 +3,10 @@ import pytest
 import torch
 
 from daenr_fast import _dispatch
+from daenr_fast.ops import OPS
 
-OPS = ("factorized_readout", "poisson_loss", "vq_lookup")
 
-
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", sorted(OPS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("work", [0, 1e6, 1e9, 1e12, float("inf")])
 def test_gpu_order_ranks_every_gpu_backend_and_the_reference_once(op, dtype, work):

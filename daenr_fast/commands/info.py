@@ -9,9 +9,6 @@ import torch
 NAME = "info"
 HELP = "print versions and which backends (torch, cpu, cuda, triton) are available for each op, and why not"
 
-OPS = ("factorized_readout", "poisson_loss", "vq_lookup")
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--no-build", action="store_true",
                         help="do not compile missing extensions; report them as not built")
@@ -39,6 +36,7 @@ def run(args) -> int:
     import os
 
     from daenr_fast import _build, _dispatch
+    from daenr_fast.ops import OPS
 
     if args.no_build:
         os.environ["DAENR_FAST_NO_BUILD"] = "1"
@@ -46,11 +44,12 @@ def run(args) -> int:
         print(f"{name:<12} {version}")
     print(f"cache        {_build.cache_root()}")
     print()
-    print(f"{'op':<20} {'backend':<8} {'available':<10} reason")
-    for op in OPS:
-        for backend in _dispatch.BACKENDS:
+    print(f"{'op':<20} {'backend':<8} {'available':<10} {'dtypes':<34} reason")
+    for op, defined in OPS.items():
+        for backend in defined.backends:
             ok, why = _dispatch.backend_status(op, backend)
-            print(f"{op:<20} {backend:<8} {'yes' if ok else 'no':<10} {why}")
+            dtypes = ", ".join(str(d).replace("torch.", "") for d in defined.dtypes[backend])
+            print(f"{op:<20} {backend:<8} {'yes' if ok else 'no':<10} {dtypes:<34} {why}")
     print()
     print("on CUDA tensors the first available of (measured on an H200; multiply-adds per call):")
     for op in OPS:
