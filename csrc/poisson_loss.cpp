@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "cpu/poisson_loss_cpu.h"
+#include "poisson_loss_enums.h"
 
 #ifdef DAENR_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -20,9 +21,13 @@ void check_inputs(const at::Tensor& z, const at::Tensor& target, int64_t activat
   TORCH_CHECK(z.sizes() == target.sizes(), "poisson_loss: z and target must have the same shape");
   TORCH_CHECK(z.scalar_type() == target.scalar_type(), "poisson_loss: z and target must have the same dtype");
   TORCH_CHECK(z.is_contiguous() && target.is_contiguous(), "poisson_loss: inputs must be contiguous");
-  TORCH_CHECK(activation >= 0 && activation <= 3, "poisson_loss: activation code must be in 0..3");
-  TORCH_CHECK(mode >= 0 && mode <= 2, "poisson_loss: mode must be in 0..2");
-  TORCH_CHECK(mode != 2 || z.dim() > 0, "poisson_loss: the per-neuron mode needs at least one dimension");
+  TORCH_CHECK(activation >= 0 && activation < daenr::kNumPoissonActivations,
+              "poisson_loss: activation code must be in 0..", daenr::kNumPoissonActivations - 1, ", got ",
+              activation);
+  TORCH_CHECK(mode >= 0 && mode < daenr::kNumPoissonModes, "poisson_loss: mode must be in 0..",
+              daenr::kNumPoissonModes - 1, ", got ", mode);
+  TORCH_CHECK(mode != daenr::kModePerNeuron || z.dim() > 0,
+              "poisson_loss: the per-neuron mode needs at least one dimension");
 }
 
 Outputs forward_cpu(const at::Tensor& z, const at::Tensor& target, int64_t activation, double eps, int64_t mode,
@@ -38,9 +43,9 @@ Outputs forward_cuda(const at::Tensor& z, const at::Tensor& target, int64_t acti
   check_inputs(z, target, activation, mode);
   const c10::cuda::CUDAGuard guard(z.device());
   const int64_t numel = z.numel();
-  const int64_t N = mode == 2 ? z.size(-1) : numel;
-  const int64_t R = mode == 2 ? (N > 0 ? numel / N : 0) : 1;
-  const double count = mode == 1 ? double(numel) : double(R);
+  const int64_t N = mode == daenr::kModePerNeuron ? z.size(-1) : numel;
+  const int64_t R = mode == daenr::kModePerNeuron ? (N > 0 ? numel / N : 0) : 1;
+  const double count = mode == daenr::kModeTotal ? double(numel) : double(R);
   daenr::cuda::DType dt;
   switch (z.scalar_type()) {
     case at::kFloat: dt = daenr::cuda::DType::kFloat32; break;
@@ -48,11 +53,13 @@ Outputs forward_cuda(const at::Tensor& z, const at::Tensor& target, int64_t acti
     case at::kBFloat16: dt = daenr::cuda::DType::kBFloat16; break;
     default: TORCH_CHECK(false, "poisson_loss (cuda): dtype must be float32, float16 or bfloat16");
   }
-  const float scale = (mean && mode != 0) ? static_cast<float>(1.0 / count) : 1.f;
+  const float scale = (mean && mode != daenr::kModeNone) ? static_cast<float>(1.0 / count) : 1.f;
   const daenr::cuda::PoissonArgs args{R, N, static_cast<int>(activation), static_cast<int>(mode),
                                       static_cast<float>(eps), scale, scale, full};
   const auto ws = daenr::cuda::poisson_loss_workspace(args);
-  auto loss = mode == 0 ? at::empty_like(z) : at::empty(mode == 1 ? at::IntArrayRef{} : at::IntArrayRef{N}, z.options());
+  auto loss = mode == daenr::kModeNone
+                  ? at::empty_like(z)
+                  : at::empty(mode == daenr::kModeTotal ? at::IntArrayRef{} : at::IntArrayRef{N}, z.options());
   const auto float_options = z.options().dtype(at::kFloat);  // the gradient stays float32 until it is scaled
   auto grad = need_grad ? at::empty(z.sizes(), float_options) : at::empty({0}, float_options);
   auto partials = at::empty({ws.partials}, z.options().dtype(at::kFloat));

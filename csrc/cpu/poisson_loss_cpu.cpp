@@ -108,17 +108,17 @@ inline V log1p_(V u) {
 template <int ACT, typename V>
 inline void poisson_elem(V z, V s, V eps, V& loss, V& grad) {
   const V one = splat<V>(1.f), zero = splat<V>(0.f);
-  if constexpr (ACT == 3) {  // exp: z is the log-rate
+  if constexpr (ACT == kExp) {  // z is the log-rate
     const V ez = exp_(z);
     loss = ez - s * z;
     grad = ez - s;
     return;
   }
   V r, dr;
-  if constexpr (ACT == 0) {  // identity
+  if constexpr (ACT == kIdentity) {
     r = z;
     dr = one;
-  } else if constexpr (ACT == 1) {  // ELU(z) + 1
+  } else if constexpr (ACT == kElu1) {
     const V ez = exp_(sel(z > 0.f, zero, z));
     r = sel(z > 0.f, z + 1.f, ez);
     dr = sel(z > 0.f, one, ez);
@@ -133,11 +133,14 @@ inline void poisson_elem(V z, V s, V eps, V& loss, V& grad) {
   grad = dr * (one - s / re);
 }
 
-// Stirling approximation of log(s!) where s > 1 (else 0), as torch.nn.PoissonNLLLoss(full=True).
+// Stirling approximation of log(s!) where s > 1 (else 0), as torch.nn.PoissonNLLLoss(full=True). 2 pi is
+// rounded to the lane type (a float constant would put a 1.4e-8 error into every double element).
 template <typename V>
 inline V stirling(V s) {
+  using Lane = std::conditional_t<std::is_same_v<V, vf>, float, double>;
+  constexpr Lane kTwoPi = static_cast<Lane>(6.283185307179586476925286766559);
   const V safe = sel(s > 1.f, s, splat<V>(1.f));
-  const V v = safe * log_(safe) - safe + 0.5f * log_(6.283185307179586f * safe);
+  const V v = safe * log_(safe) - safe + 0.5f * log_(kTwoPi * safe);
   return sel(s > 1.f, v, splat<V>(0.f));
 }
 
@@ -246,12 +249,12 @@ void run(const T* z, const T* s, T eps, int64_t mode, bool full, T gscale, const
       double* cols = col_sum == nullptr ? nullptr : col_sum + (t / p.n_cb) * p.N + c0;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t off = r * p.N + c0;
-        T* out = mode == kNone ? loss_none + off : (mode == kPerNeuron ? buf : nullptr);
+        T* out = mode == kModeNone ? loss_none + off : (mode == kModePerNeuron ? buf : nullptr);
         const int64_t nbad = eval_chunk<ACT>(z + off, s + off, w, eps, gscale, full,
                                              grad == nullptr ? nullptr : grad + off, out, sum);
         if (nbad > 0 && first < 0) first = off + first_invalid(s + off, w);
         bad += nbad;
-        if (mode == kPerNeuron) {
+        if (mode == kModePerNeuron) {
 #pragma omp simd
           for (int64_t i = 0; i < w; ++i) cols[i] += buf[i];
         }
@@ -280,35 +283,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> poisson_loss_forward(const at::Te
                                                                     int64_t activation, double eps, int64_t mode,
                                                                     bool mean, bool full, bool need_grad) {
   const int64_t numel = z.numel();
-  const int64_t N = mode == kPerNeuron ? (z.dim() > 0 ? z.size(-1) : 1) : numel;
-  const int64_t R = mode == kPerNeuron ? (N > 0 ? numel / N : 0) : 1;
+  const int64_t N = mode == kModePerNeuron ? (z.dim() > 0 ? z.size(-1) : 1) : numel;
+  const int64_t R = mode == kModePerNeuron ? (N > 0 ? numel / N : 0) : 1;
   const Plan p = make_plan(R, N);
   const int64_t n_tiles = (R > 0 && N > 0) ? p.n_rb * p.n_cb : 0;
 
-  at::Tensor loss = mode == kNone ? at::empty_like(z) : at::empty(mode == kTotal ? at::IntArrayRef{} : at::IntArrayRef{N}, z.options());
+  at::Tensor loss = mode == kModeNone ? at::empty_like(z)
+                                      : at::empty(mode == kModeTotal ? at::IntArrayRef{} : at::IntArrayRef{N},
+                                                  z.options());
   at::Tensor grad = need_grad ? at::empty_like(z) : at::empty({0}, z.options());
   auto dbl = z.options().dtype(at::kDouble);
   at::Tensor tile_sum = at::empty({n_tiles}, dbl);
-  at::Tensor col_sum = at::zeros({mode == kPerNeuron ? p.n_rb * N : 0}, dbl);
+  at::Tensor col_sum = at::zeros({mode == kModePerNeuron ? p.n_rb * N : 0}, dbl);
   at::Tensor tile_info = at::empty({2, n_tiles}, z.options().dtype(at::kLong));
-  const double count = mode == kTotal ? double(numel) : double(R);
-  const double gscale = (mean && mode != kNone) ? 1.0 / count : 1.0;
+  const double count = mode == kModeTotal ? double(numel) : double(R);
+  const double gscale = (mean && mode != kModeNone) ? 1.0 / count : 1.0;
 
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "poisson_loss_forward", [&] {
     dispatch_activation(activation, [&](auto act) {
       if (n_tiles == 0) return;
       run<decltype(act)::value>(z.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(), scalar_t(eps), mode, full,
-                                scalar_t(gscale), p, mode == kNone ? loss.data_ptr<scalar_t>() : nullptr,
+                                scalar_t(gscale), p, mode == kModeNone ? loss.data_ptr<scalar_t>() : nullptr,
                                 need_grad ? grad.data_ptr<scalar_t>() : nullptr, tile_sum.data_ptr<double>(),
-                                mode == kPerNeuron ? col_sum.data_ptr<double>() : nullptr,
+                                mode == kModePerNeuron ? col_sum.data_ptr<double>() : nullptr,
                                 tile_info.data_ptr<int64_t>(), tile_info.data_ptr<int64_t>() + n_tiles);
     });
     const double* ts = tile_sum.data_ptr<double>();
-    if (mode == kTotal) {
+    if (mode == kModeTotal) {
       double total = 0;
       for (int64_t t = 0; t < n_tiles; ++t) total += ts[t];
       loss.fill_(mean ? total / count : total);
-    } else if (mode == kPerNeuron) {
+    } else if (mode == kModePerNeuron) {
       scalar_t* out = loss.data_ptr<scalar_t>();
       const double* cs = col_sum.data_ptr<double>();
       for (int64_t j = 0; j < N; ++j) {

@@ -4,13 +4,11 @@
 
 #include <tuple>
 
+#include "poisson_loss_enums.h"
+
 namespace daenr::cpu {
 
-// Activation codes, in the order of daenr_fast.ops.reference.POISSON_ACTIVATIONS.
-enum PoissonActivation : int64_t { kIdentity = 0, kElu1 = 1, kSoftplus = 2, kExp = 3 };
-// Reduction modes: per element, over everything, over the rows of the (R, N) view (N = last dimension).
-enum PoissonMode : int64_t { kNone = 0, kTotal = 1, kPerNeuron = 2 };
-
+// activation: a daenr::PoissonActivation, mode: a daenr::PoissonMode (csrc/poisson_loss_enums.h).
 // Returns (loss, grad, bad): loss reduced as `mode` says (divided by the reduced count when `mean`); grad = the
 // derivative of loss wrt z for a unit upstream gradient (z's shape; empty when !need_grad); bad = int64 (2,)
 // holding the number of negative or non-finite targets and the flat index of the first one (-1 when none).

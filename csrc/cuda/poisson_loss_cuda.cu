@@ -17,21 +17,21 @@ constexpr int64_t kNoIndex = INT64_MAX;
 
 template <int ACT>
 __device__ __forceinline__ void poisson_elem(float z, float s, float eps, float& loss, float& grad) {
-  if (ACT == 3) {
+  if constexpr (ACT == kExp) {  // z is the log-rate
     const float ez = expf(z);
     loss = ez - s * z;
     grad = ez - s;
     return;
   }
   float r, dr;
-  if (ACT == 0) {
+  if constexpr (ACT == kIdentity) {
     r = z;
     dr = 1.f;
-  } else if (ACT == 1) {
+  } else if constexpr (ACT == kElu1) {
     const float ez = expf(fminf(z, 0.f));
     r = z > 0.f ? z + 1.f : ez;
     dr = z > 0.f ? 1.f : ez;
-  } else {
+  } else {  // softplus
     const float u = expf(-fabsf(z));
     const float inv = 1.f / (1.f + u);
     const bool big = z > 20.f;
@@ -75,7 +75,7 @@ __device__ void block_reduce(float& sum, int64_t& count, int64_t& first) {
   first = s_first[0];
 }
 
-// Modes 0 and 1: grid-stride over all R*N elements; slot per block.
+// kModeNone and kModeTotal: grid-stride over all R*N elements; slot per block.
 template <typename T, int ACT>
 __global__ void poisson_flat_kernel(const T* __restrict__ z, const T* __restrict__ s, T* __restrict__ loss,
                                     float* __restrict__ grad, float* __restrict__ partials,
@@ -90,7 +90,7 @@ __global__ void poisson_flat_kernel(const T* __restrict__ z, const T* __restrict
     poisson_elem<ACT>(to_float(z[i]), si, a.eps, l, g);
     if (a.full) l += stirling(si);
     if (grad != nullptr) grad[i] = g * a.gscale;
-    if (a.mode == 0) {
+    if (a.mode == kModeNone) {
       loss[i] = from_float<T>(l);
     } else {
       sum += l;
@@ -108,7 +108,7 @@ __global__ void poisson_flat_kernel(const T* __restrict__ z, const T* __restrict
   }
 }
 
-// Mode 2: block (32 columns, 8 rows); blockIdx.y strides over row groups; partials[blockIdx.y * N + col].
+// kModePerNeuron: block (32 columns, 8 rows); blockIdx.y strides over row groups; partials[blockIdx.y * N + col].
 template <typename T, int ACT>
 __global__ void poisson_columns_kernel(const T* __restrict__ z, const T* __restrict__ s, float* __restrict__ grad,
                                        float* __restrict__ partials, int64_t* __restrict__ slot_count,
@@ -213,7 +213,7 @@ void launch(const void* z, const void* s, void* loss, void* grad, int64_t* bad_i
   const T* sp = static_cast<const T*>(s);
   T* lp = static_cast<T*>(loss);
   float* gp = static_cast<float*>(grad);
-  if (a.mode == 2) {
+  if (a.mode == kModePerNeuron) {
     const dim3 grid = columns_grid(a);
     poisson_columns_kernel<T, ACT><<<grid, dim3(kColsPerBlock, kRowsPerBlock), 0, stream>>>(
         zp, sp, gp, partials, slot_count, slot_first, a);
@@ -231,7 +231,7 @@ void launch(const void* z, const void* s, void* loss, void* grad, int64_t* bad_i
         zp, sp, lp, gp, partials, slot_count, slot_first, a);
     check_launch("poisson_flat_kernel");
     finalize_slots_kernel<T><<<1, kThreads, 0, stream>>>(slot_count, slot_first, blocks, partials,
-                                                        a.mode == 1 ? lp : nullptr, a.lscale, bad_info);
+                                                        a.mode == kModeTotal ? lp : nullptr, a.lscale, bad_info);
   }
   check_launch("finalize_slots_kernel");
 }
@@ -239,7 +239,7 @@ void launch(const void* z, const void* s, void* loss, void* grad, int64_t* bad_i
 }  // namespace
 
 PoissonWorkspace poisson_loss_workspace(const PoissonArgs& a) {
-  if (a.mode == 2) {
+  if (a.mode == kModePerNeuron) {
     const dim3 grid = columns_grid(a);
     return {int64_t(grid.x) * grid.y, int64_t(grid.y) * std::max<int64_t>(a.N, 1)};
   }
@@ -252,11 +252,14 @@ void poisson_loss_forward(DType dt, const void* z, const void* s, void* loss, vo
                           cudaStream_t stream) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
+    const auto run = [&](auto act) {
+      launch<T, decltype(act)::value>(z, s, loss, grad, bad_info, partials, slot_count, slot_first, a, stream);
+    };
     switch (a.activation) {
-      case 0: launch<T, 0>(z, s, loss, grad, bad_info, partials, slot_count, slot_first, a, stream); break;
-      case 1: launch<T, 1>(z, s, loss, grad, bad_info, partials, slot_count, slot_first, a, stream); break;
-      case 2: launch<T, 2>(z, s, loss, grad, bad_info, partials, slot_count, slot_first, a, stream); break;
-      default: launch<T, 3>(z, s, loss, grad, bad_info, partials, slot_count, slot_first, a, stream); break;
+      case kIdentity: run(std::integral_constant<int, kIdentity>{}); break;
+      case kElu1: run(std::integral_constant<int, kElu1>{}); break;
+      case kSoftplus: run(std::integral_constant<int, kSoftplus>{}); break;
+      default: run(std::integral_constant<int, kExp>{}); break;
     }
   });
 }
