@@ -47,8 +47,9 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         per_neuron: reduce over the leading dimensions only (``"mean"`` or ``"sum"``), giving (N,).
         full: add the Stirling approximation of ``log(target!)``.
-        validate: raise ``ValueError`` on negative or non-finite targets (checked inside the fused pass; skipped
-            while tracing with ``torch.compile``, which cannot raise on data).
+        validate: raise ``ValueError`` on negative or non-finite targets (checked inside the fused pass) and, for
+            ``activation="identity"``, on negative rates z (one extra read of z); skipped while tracing with
+            ``torch.compile`` and under ``vmap``, which cannot raise on data.
         backend: ``"torch"``, ``"cpu"``, ``"cuda"`` or ``"triton"``; None chooses (see :mod:`daenr_fast._dispatch`).
 
     Returns:
@@ -56,6 +57,9 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
     """
     code, mode, mean = _check_options(activation, reduction, per_neuron, eps)
     _validate.check_tensor_any_rank(z, "z", "(..., N)")
+    if eps > torch.finfo(z.dtype).max:
+        raise ValueError(f"eps must be representable in z's dtype {z.dtype} (at most {torch.finfo(z.dtype).max:.4g}), "
+                         f"got {eps!r}")
     target = _check_target(target, z)
     if per_neuron and z.dim() == 0:
         raise ValueError("z must have at least one dimension (..., N) when per_neuron=True")
@@ -65,6 +69,8 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
                       chosen)
     if validate and not torch.compiler.is_compiling() and not _batched(bad):
         _raise_if_invalid(bad, target)
+        if activation == "identity":
+            _raise_if_negative_rate(z)
     return loss
 
 
@@ -112,6 +118,18 @@ def _raise_if_invalid(bad: Tensor, target: Tensor) -> None:
         raise ValueError(f"target must hold counts or rates >= 0 (a Poisson likelihood): {count} negative or "
                          f"non-finite entr{'y' if count == 1 else 'ies'}, the first at index {where} "
                          f"(value {value})")
+
+
+def _raise_if_negative_rate(z: Tensor) -> None:
+    negative = z.detach().reshape(-1) < 0
+    count = int(negative.sum())
+    if count:
+        first = int(negative.nonzero()[0, 0])
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(first), z.shape))
+        raise ValueError(f"z must hold rates >= 0 with activation='identity': {count} negative "
+                         f"entr{'y' if count == 1 else 'ies'}, the first at index {where} (value "
+                         f"{z.reshape(-1)[first].item()}); use activation='elu1', 'softplus' or 'exp' for "
+                         f"unconstrained outputs")
 
 
 # ----------------------------------------------------------------------------------------------- backends

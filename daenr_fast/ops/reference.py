@@ -4,6 +4,8 @@ Written for clarity, not speed; autograd provides their gradients.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -65,7 +67,7 @@ def poisson_loss(z: torch.Tensor, target: torch.Tensor, activation: str = "ident
         stirling = safe * torch.log(safe) - safe + 0.5 * torch.log(2 * torch.pi * safe)
         loss = loss + torch.where(target > 1, stirling, torch.zeros_like(stirling))
     if per_neuron:
-        loss = loss.reshape(-1, loss.shape[-1])
+        loss = loss.reshape(math.prod(loss.shape[:-1]), loss.shape[-1])
         loss = loss.mean(0) if reduction == "mean" else loss.sum(0)
     elif reduction == "mean":
         loss = loss.mean()
