@@ -97,13 +97,10 @@ def implementations(inputs: dict, mode: str, device: torch.device, compile: bool
         impls.append(Impl("torch.compile(reference)", "compile", runner(compiled(reference_forward))))
     else:
         impls.append(unavailable("torch.compile(reference)", "compile", "skipped (--no-compile or --quick)"))
-    op = getattr(ops, OP_NAME, None)
-    for backend in _dispatch.BACKENDS:
+    op = ops.poisson_loss
+    for backend in ops.OPS[OP_NAME].backends:
         name = f"daenr:{backend}"
-        if op is None:
-            impls.append(unavailable(name, "backend", "not available: daenr_fast.ops.poisson_loss does not exist"))
-            continue
-        ok, why = _dispatch.backend_status(OP_NAME, backend, device)
+        ok, why = _dispatch.backend_status(OP_NAME, backend, device, inputs["z"].dtype)
         if not ok:
             impls.append(unavailable(name, "backend", f"not available: {why}"))
             continue

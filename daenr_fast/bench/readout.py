@@ -90,8 +90,8 @@ def implementations(inputs: dict, mode: str, device: torch.device, compile: bool
                           _runner(compiled(reference_forward), leaves, g, mode)))
     else:
         impls.append(unavailable("torch.compile(reference)", "compile", "skipped (--no-compile or --quick)"))
-    for backend in _dispatch.BACKENDS:
-        ok, why = _dispatch.backend_status(OP_NAME, backend, device)
+    for backend in ops.OPS[OP_NAME].backends:
+        ok, why = _dispatch.backend_status(OP_NAME, backend, device, inputs["x"].dtype)
         name = f"daenr:{backend}"
         if not ok:
             impls.append(unavailable(name, "backend", f"not available: {why}"))

@@ -69,7 +69,7 @@ def chunked_addmm_min(z, e):
 
 
 def implementations(inputs: dict, mode: str, device: torch.device, compile: bool = True) -> list[Impl]:
-    """Every implementation of the case (see the module docstring); missing ops/backends as reported rows."""
+    """Every implementation of the case (see the module docstring); unavailable backends as reported rows."""
     from daenr_fast import _dispatch, ops
 
     z, e = inputs["z"], inputs["codebook"]
@@ -81,11 +81,10 @@ def implementations(inputs: dict, mode: str, device: torch.device, compile: bool
         impls.append(Impl("torch.compile(matmul+argmin)", "compile", lambda: fn(z, e)))
     else:
         impls.append(unavailable("torch.compile(matmul+argmin)", "compile", "skipped (--no-compile or --quick)"))
-    op = getattr(ops, OP_NAME, None)
-    for backend in _dispatch.BACKENDS:
+    op = ops.vq_lookup
+    for backend in ops.OPS[OP_NAME].backends:
         name = f"daenr:{backend}"
-        ok, why = (False, "daenr_fast.ops.vq_lookup does not exist") if op is None else \
-            _dispatch.backend_status(OP_NAME, backend, device)
+        ok, why = _dispatch.backend_status(OP_NAME, backend, device, z.dtype)
         if not ok:
             impls.append(unavailable(name, "backend", f"not available: {why}"))
         else:
