@@ -69,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps (default 500)")
     g.add_argument("--deterministic", action="store_true", help="use deterministic algorithms")
     g.add_argument("--threads", type=int, help="torch CPU threads")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (from checkpoint.prev.pt, with a warning, "
+                        "when checkpoint.pt is damaged)")
     g.add_argument("--overwrite", action="store_true", help="start over in an --out that already holds a run")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-figures", action="store_true", help="skip reconstructions.png and neurons.png")
@@ -119,8 +121,7 @@ def config_from_args(args):
 
 def config_for_resume(args):
     """The checkpoint's configuration, with only --out/--device/--no-progress/--no-figures applied."""
-    from daenr_fast.train import TrainConfig, load_checkpoint
-    from daenr_fast.train.checkpoint import CHECKPOINT_NAME
+    from daenr_fast.train import TrainConfig, load_run_checkpoint
 
     given = [f"--{k.replace('_', '-')}" for k in list(_FIELDS) + list(_MODEL_OPTIONS) + ["preset", "max_steps"]
              if k not in _RESUME_OK and getattr(args, k) is not None]
@@ -130,7 +131,7 @@ def config_for_resume(args):
         raise ValueError(f"--resume continues with the checkpoint's settings; drop {', '.join(given)}")
     if args.out is None:
         raise ValueError("--resume needs --out DIR, the folder of the run to continue")
-    saved = load_checkpoint(Path(args.out) / CHECKPOINT_NAME)["config"]
+    saved = load_run_checkpoint(args.out).payload["config"]  # train() warns if it is checkpoint.prev.pt
     config = TrainConfig.from_dict(saved).replace(out=args.out, progress=not args.no_progress,
                                                   figures=not args.no_figures)
     if args.device is not None:

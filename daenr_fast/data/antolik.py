@@ -8,7 +8,9 @@ A region folder (``region1``, ``region2`` or ``region3``) holds::
     raw_validation_set.npy   (R, T, n)           responses to every repeat of the test images
 
 The files called "validation" are the test set; the validation split is taken from the training set later
-(:func:`daenr_fast.data.prepare`).
+(:func:`daenr_fast.data.prepare`). A file that cannot be read (empty, truncated, not a ``.npy``, pickled objects)
+and every rule of :func:`daenr_fast.data.validate` (finite, fits in float32, shapes) is a
+:class:`~daenr_fast.data.DataError` naming the file and the key.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from .dataset import MissingDataFile, NeuralDataset, fail
 
+NPY_MAGIC = b"\x93NUMPY"
 FILES = {
     "train_images": "training_inputs.npy",
     "train_responses": "training_set.npy",
@@ -57,10 +60,15 @@ def load_antolik(region_dir) -> NeuralDataset:
         if not os.path.isfile(path):
             raise MissingDataFile(f"{path} [{key}]: missing file (an Antolik region folder holds "
                                   f"{', '.join(FILES.values())})")
+        with open(path, "rb") as handle:
+            if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise fail(path, key, "a .npy file with a plain numeric array",
+                           "a file that is not in the .npy format (empty, damaged or another format)")
         try:
             arrays[key] = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise fail(path, key, "a .npy file with a plain numeric array", f"unreadable ({err})") from None
+        except (ValueError, EOFError, OSError) as err:
+            raise fail(path, key, "a .npy file with a plain numeric array",
+                       f"an unreadable file ({type(err).__name__}: {err})") from None
         if key.endswith("images"):
             arrays[key] = _unflatten(np.asarray(arrays[key]), path, key)
     name = os.path.basename(os.path.normpath(region_dir))

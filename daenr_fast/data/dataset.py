@@ -8,13 +8,15 @@ Shapes (``N`` training images, ``V`` validation images, ``T`` test images, ``R``
     test_images  (T, H, W)    test_responses  (R, T, n)   R >= 1 repeats of every test image
     neuron_ids   (n,)
 
-Any violation raises :class:`DataError` (a ``ValueError``) naming the file, the key and what was expected.
-Negative responses are valid data (e.g. dF/F) but not valid Poisson targets: they only warn.
+Arrays are stored as float32, so every value must be finite both as read and once converted to float32 (a
+float64 1e39 is refused, not turned into inf). Any violation raises :class:`DataError` (a ``ValueError``) naming
+the file, the key and what was expected. Negative responses are valid data (e.g. dF/F) but not valid Poisson
+targets: they only warn.
 """
 from __future__ import annotations
 
 import warnings
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +33,7 @@ IMAGE_KEYS = ("train_images", "val_images", "test_images")
 RESPONSE_KEYS = ("train_responses", "val_responses", "test_responses")
 REQUIRED_KEYS = ("train_images", "train_responses", "test_images", "test_responses")
 IN_MEMORY = "<in-memory dataset>"
+STORAGE_DTYPE = np.float32
 
 
 def fail(origin: str, key: str, expected: str, got: str) -> DataError:
@@ -57,6 +60,13 @@ def _check_array(value, key: str, origin: str, ndim: int, layout: str) -> np.nda
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise fail(origin, key, "finite values (no NaN or inf)",
                    f"{arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    if arr.size and arr.dtype.kind == "f" and arr.dtype.itemsize > np.dtype(STORAGE_DTYPE).itemsize:
+        with np.errstate(over="ignore"):
+            overflow = ~np.isfinite(arr.astype(STORAGE_DTYPE))
+        if overflow.any():
+            bad = tuple(int(i) for i in np.argwhere(overflow)[0])
+            raise fail(origin, key, f"values that fit in float32 (|x| <= {np.finfo(STORAGE_DTYPE).max:.4g})",
+                       f"{arr[bad]} at index {bad}")
     return arr
 
 
@@ -136,7 +146,7 @@ class NeuralDataset:
             ``rf_centers`` (n, 2) as (row, col) on the 32 x 32 preprocessed image, ``cell_types`` (n,) and
             the other receptive-field parameters; None for recordings.
         name: short label (e.g. ``"sim-region3"``).
-        sources: init-only, key -> file the array came from, used in error messages.
+        sources: key -> file the array came from, used in error messages (see :meth:`origin`).
     """
 
     train_images: np.ndarray
@@ -149,19 +159,24 @@ class NeuralDataset:
     meta: dict = field(default_factory=dict)
     ground_truth: dict | None = None
     name: str = "dataset"
-    sources: InitVar[dict | None] = None
+    sources: dict | None = field(default=None, repr=False, compare=False)
 
-    def __post_init__(self, sources):
-        validate(self.arrays(), sources)
+    def __post_init__(self):
+        self.sources = dict(self.sources or {})
+        validate(self.arrays(), self.sources)
         for key in IMAGE_KEYS + RESPONSE_KEYS:
             value = getattr(self, key)
             if value is not None:
-                setattr(self, key, np.ascontiguousarray(value, dtype=np.float32))
+                setattr(self, key, np.ascontiguousarray(value, dtype=STORAGE_DTYPE))
         if self.neuron_ids is None:
             self.neuron_ids = np.arange(self.n_neurons)
         else:
             self.neuron_ids = np.asarray(self.neuron_ids)
         self.meta = dict(self.meta or {})
+
+    def origin(self, key: str) -> str:
+        """The file array ``key`` came from, or ``"<in-memory dataset>"``."""
+        return self.sources.get(key, IN_MEMORY)
 
     def arrays(self) -> dict:
         """The data arrays by key (optional ones may be None)."""

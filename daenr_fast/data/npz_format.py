@@ -15,13 +15,16 @@ key                 shape          meaning
 ``gt_<name>``       any            optional ground truth, e.g. ``gt_test_rates`` (T, n)
 =================== ============== =========================================================
 
-Files are written without pickled objects and read with ``allow_pickle=False``.
+Files are written without pickled objects and read with ``allow_pickle=False``. A member that cannot be read
+(a corrupted or truncated archive, pickled objects) is a :class:`~daenr_fast.data.DataError` naming the file and
+the key.
 """
 from __future__ import annotations
 
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -29,6 +32,8 @@ from .dataset import REQUIRED_KEYS, MissingDataFile, NeuralDataset, fail
 
 OPTIONAL_KEYS = ("val_images", "val_responses", "neuron_ids", "meta")
 GROUND_TRUTH_PREFIX = "gt_"
+#: what reading a damaged archive member raises (bad CRC-32, bad deflate stream, truncated data)
+READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
 
 def save_npz(dataset: NeuralDataset, path) -> str:
@@ -45,11 +50,25 @@ def save_npz(dataset: NeuralDataset, path) -> str:
     return path
 
 
+def _member(npz, path: str, key: str) -> np.ndarray:
+    """``npz[key]``, with any failure to read it as a :class:`DataError` naming ``path`` and ``key``."""
+    try:
+        return npz[key]
+    except READ_ERRORS as err:
+        raise fail(path, key, "an intact archive member", f"a corrupted one ({type(err).__name__}: {err}); "
+                   "the file is damaged: write or copy it again") from None
+    except ValueError as err:
+        raise fail(path, key, "a plain numeric array (no pickled objects)", str(err)) from None
+
+
 def load_npz(path) -> NeuralDataset:
     """Read a dataset in the generic format; errors name the file and the key (see the module docstring)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MissingDataFile(f"{path}: no such file (expected a .npz in the generic format)")
+    if not zipfile.is_zipfile(path):
+        raise fail(path, "*", "a .npz archive written by numpy.savez", "a file that is not a zip archive (empty, "
+                   "truncated or another format)")
     try:
         npz = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError) as err:
@@ -60,14 +79,9 @@ def load_npz(path) -> NeuralDataset:
         if missing:
             raise fail(path, missing[0], f"the required keys {', '.join(REQUIRED_KEYS)}",
                        f"keys {sorted(keys)}")
-        arrays = {}
-        for key in REQUIRED_KEYS + OPTIONAL_KEYS:
-            if key in keys:
-                try:
-                    arrays[key] = npz[key]
-                except ValueError as err:
-                    raise fail(path, key, "a plain numeric array (no pickled objects)", str(err)) from None
-        ground_truth = {k[len(GROUND_TRUTH_PREFIX):]: npz[k] for k in npz.files if k.startswith(GROUND_TRUTH_PREFIX)}
+        arrays = {key: _member(npz, path, key) for key in REQUIRED_KEYS + OPTIONAL_KEYS if key in keys}
+        ground_truth = {k[len(GROUND_TRUTH_PREFIX):]: _member(npz, path, k) for k in npz.files
+                        if k.startswith(GROUND_TRUTH_PREFIX)}
     meta = {}
     if "meta" in arrays:
         try:

@@ -6,6 +6,10 @@
 * Intensities: ``x' = clip(2 (x - lo) / (hi - lo) - 1, -1, 1)`` with ``lo``, ``hi`` the minimum and maximum of the
   resized *training* images (before the validation split), so validation and test use the training mapping.
 * Validation split: a seeded random ``val_fraction`` of the training images, unless the dataset has its own.
+* Degenerate results raise a :class:`~daenr_fast.data.DataError` naming the file and key, before any training:
+  images of a split that are one constant value, or not finite, after preprocessing (:func:`prepare`), and
+  training or test responses that are one constant value (:meth:`Splits.check_responses`, which the trainer
+  calls for models with a readout).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from .dataset import NeuralDataset
+from .dataset import IN_MEMORY, NeuralDataset, fail
 
 SPLITS = ("train", "val", "test")
 
@@ -65,6 +69,7 @@ class Splits:
             the dataset has its own validation set).
         intensity_range: (lo, hi), the training-image intensities mapped to -1 and 1.
         name, meta: from the dataset.
+        sources: key -> file each array came from (for error messages), from the dataset.
     """
 
     train: ResponseDataset
@@ -78,6 +83,7 @@ class Splits:
     intensity_range: tuple[float, float]
     name: str = "dataset"
     meta: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
 
     @property
     def n_neurons(self) -> int:
@@ -93,6 +99,29 @@ class Splits:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         data = getattr(self, split)
         return data.images, data.responses
+
+    def check_responses(self) -> None:
+        """Raise a :class:`~daenr_fast.data.DataError` if the training or the trial-averaged test responses are
+        one constant value (a readout has nothing to learn, a correlation nothing to measure)."""
+        for key, values in (("train_responses", self.train.responses), ("test_responses", self.test_mean)):
+            if values.numel() and bool((values == values.flatten()[0]).all()):
+                raise fail(self.sources.get(key, IN_MEMORY), key, "responses that vary across images or neurons",
+                           f"every {'trial-averaged ' if key == 'test_responses' else ''}response = "
+                           f"{float(values.flatten()[0]):g}")
+
+
+def _check_images(images: torch.Tensor, key: str, origin: str, lo: float, hi: float) -> None:
+    """Preprocessed images of one split must be finite and not all one value."""
+    if not images.numel():
+        return
+    if not bool(torch.isfinite(images).all()):
+        raise fail(origin, key, "finite values after preprocessing",
+                   f"NaN or inf: the training intensity range [{lo:g}, {hi:g}] is too wide for float32")
+    first = images.flatten()[0]
+    if bool((images == first).all()):
+        raise fail(origin, key, "images that still vary after preprocessing (resized, then mapped to [-1, 1] with "
+                   f"the training minimum {lo:g} and maximum {hi:g})",
+                   f"every pixel = {float(first):g} (an outlier or a wrong intensity scale?)")
 
 
 def prepare(dataset: NeuralDataset, val_fraction: float = 0.2, seed: int = 0, size: int = 32) -> Splits:
@@ -115,7 +144,8 @@ def prepare(dataset: NeuralDataset, val_fraction: float = 0.2, seed: int = 0, si
     train_x = resize(dataset.train_images, size)
     lo, hi = float(train_x.min()), float(train_x.max())
     if not hi > lo:
-        raise ValueError(f"{dataset.name}: training images are constant ({lo}); cannot map intensities to [-1, 1]")
+        raise fail(dataset.origin("train_images"), "train_images", "images that are not all one value",
+                   f"every pixel = {lo:g} (cannot map intensities to [-1, 1])")
     train_x = to_unit_range(train_x, lo, hi)
     train_y = torch.as_tensor(dataset.train_responses)
     n_train = len(train_x)
@@ -145,6 +175,9 @@ def prepare(dataset: NeuralDataset, val_fraction: float = 0.2, seed: int = 0, si
     test_trials = torch.as_tensor(dataset.test_responses)
     test_mean = test_trials.mean(dim=0)
     test = ResponseDataset(to_unit_range(resize(dataset.test_images, size), lo, hi), test_mean)
+    val_key = "val_images" if dataset.val_images is not None else "train_images"
+    for key, split in (("train_images", train), (val_key, val), ("test_images", test)):
+        _check_images(split.images, key, dataset.origin(key), lo, hi)
     return Splits(train=train, val=val, test=test, test_trials=test_trials, test_mean=test_mean, ground_truth=gt,
                   train_index=train_index, val_index=val_index, intensity_range=(lo, hi), name=dataset.name,
-                  meta=dict(dataset.meta))
+                  meta=dict(dataset.meta), sources=dict(dataset.sources))

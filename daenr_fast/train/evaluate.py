@@ -188,15 +188,23 @@ def load_run(run_dir, device: str = "cpu") -> Tuple[TrainConfig, nn.Module, dict
     """Rebuild a trained model from ``run_dir/checkpoint.pt``: returns (config, model in eval mode, checkpoint).
 
     A finished run's checkpoint holds the best parameters as ``model``; an unfinished one (killed run) is
-    evaluated with its best parameters so far (``best_model``).
+    evaluated with its best parameters so far (``best_model``). A damaged or missing ``checkpoint.pt`` is a
+    :class:`~daenr_fast.train.checkpoint.CheckpointError` even when ``checkpoint.prev.pt`` is intact (that one
+    holds an earlier state, whose metrics would not be the run's): the message says how to resume from it.
     """
     from daenr_fast.models.registry import build_model
-    from daenr_fast.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from daenr_fast.train.checkpoint import CheckpointError, load_run_checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder {run_dir}")
-    payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    found = load_run_checkpoint(run_dir)
+    if found.passed_over is not None:
+        problem = found.passed_over
+        raise CheckpointError(problem.path, problem.reason,
+                              f"the previous checkpoint {found.path} (step {found.step}) is intact: "
+                              f"'daenr train --resume --out {run_dir}' continues the run from it")
+    payload = found.payload
     config = TrainConfig.from_dict(payload["config"])
     model = build_model(config.model, layer=config.layer, n_neurons=payload["n_neurons"], **config.model_options)
     finished = payload["state"].get("finished", False)

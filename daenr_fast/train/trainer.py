@@ -9,8 +9,9 @@
 
 Batches are drawn without replacement from an epoch permutation of the training tensors (no DataLoader, no
 workers). A checkpoint (see :mod:`daenr_fast.train.checkpoint`) is written every ``checkpoint_every`` steps and
-at the end; ``resume=True`` continues from it and, with the same seed, ends with the same parameters and metrics
-as an uninterrupted run (exactly so under ``deterministic=True``).
+at the end, and the one before it is kept as ``checkpoint.prev.pt``; ``resume=True`` continues from the newest
+usable one (the previous one, with a warning, when ``checkpoint.pt`` is damaged) and, with the same seed, ends
+with the same parameters and metrics as an uninterrupted run (exactly so under ``deterministic=True``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import json
 import math
 import random
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +34,13 @@ from tqdm.auto import tqdm
 
 from daenr_fast.models.readouts import FixedMaskReadout, inverse_activation
 from daenr_fast.models.registry import build_model, display_name
-from daenr_fast.train.checkpoint import (CHECKPOINT_NAME, capture_rng_states, load_checkpoint, restore_rng_states,
-                                         save_checkpoint)
+from daenr_fast.train.checkpoint import (CHECKPOINT_NAME, PREVIOUS_NAME, CheckpointWarning, RunCheckpoint,
+                                         capture_rng_states, has_checkpoint, load_run_checkpoint,
+                                         remove_stale_temp_files, restore_rng_states, save_checkpoint)
 from daenr_fast.train.config import TrainConfig
 from daenr_fast.train.losses import first_non_finite, loss_terms
 
+HISTORY_NAME = "history.csv"
 #: config fields that may differ between a run and its resumption (they do not change the numbers)
 RESUME_FREE_FIELDS = ("out", "progress", "figures", "device")
 EVAL_BATCH = 256
@@ -165,9 +169,13 @@ def _check_resumable(saved: dict, config: TrainConfig) -> None:
         raise ValueError("cannot resume: the configuration differs from the checkpoint's (" + "; ".join(diffs) + ")")
 
 
+def _history_tmp(path: Path) -> Path:
+    return path.with_suffix(".csv.tmp")
+
+
 def write_history(path: Path, history: List[dict]) -> None:
     columns = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_suffix(".csv.tmp")
+    tmp = _history_tmp(path)
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -182,11 +190,15 @@ class Trainer:
         self.config, self.splits, self.device = config, splits, device
         self.out = Path(config.out) if config.out else None
         self.checkpoint_path = self.out / CHECKPOINT_NAME if self.out else None
+        self.previous_path = self.out / PREVIOUS_NAME if self.out else None
         self.last_checkpoint: Optional[Path] = None
+        self._keep_current = True  # False while checkpoint.pt is damaged: it must not become checkpoint.prev.pt
         x, s = splits.tensors("train")
         self.train_x, self.train_s = x.to(device).float(), s.to(device).float()
         vx, vs = splits.tensors("val")
         self.val_x, self.val_s = vx.to(device).float(), vs.to(device).float()
+        if config.uses_responses:
+            splits.check_responses()
         if config.uses_responses and config.response_loss == "poisson" and bool((self.train_s < 0).any()):
             raise ValueError("the training responses contain negative values, which are not spike counts: "
                              "use response_loss='mse' (--response-loss mse)")
@@ -213,10 +225,14 @@ class Trainer:
             "history": self.history,
             "rng": capture_rng_states(self.generator),
         }
-        self.last_checkpoint = save_checkpoint(self.checkpoint_path, payload)
-        write_history(self.out / "history.csv", self.history)
+        self.last_checkpoint = save_checkpoint(self.checkpoint_path, payload,
+                                               previous=self.previous_path if self._keep_current else None)
+        self._keep_current = True
+        write_history(self.out / HISTORY_NAME, self.history)
 
-    def restore(self, payload: dict) -> None:
+    def restore(self, found: RunCheckpoint) -> None:
+        """Continue from ``found`` (see :func:`load_run_checkpoint`)."""
+        payload = found.payload
         _check_resumable(payload["config"], self.config)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -226,7 +242,8 @@ class Trainer:
         self.state = state
         self.history = list(payload["history"])
         restore_rng_states(payload["rng"], self.generator)
-        self.last_checkpoint = self.checkpoint_path
+        self.last_checkpoint = found.path
+        self._keep_current = found.passed_over is None
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -316,8 +333,10 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
         config: the run's :class:`TrainConfig`.
         splits: an already prepared :class:`daenr_fast.data.Splits` (skips loading ``config.data``; a sweep
             passes the same splits to many runs).
-        resume: continue from ``config.out/checkpoint.pt`` (which must exist and match the config).
-        overwrite: allow starting a fresh run in a folder that already holds a checkpoint.
+        resume: continue from ``config.out/checkpoint.pt`` (which must exist and match the config), or from
+            ``checkpoint.prev.pt`` with a :class:`CheckpointWarning` when ``checkpoint.pt`` is damaged or missing.
+        overwrite: allow starting a fresh run in a folder that already holds a checkpoint (its checkpoints are
+            deleted once the new run is set up).
         on_step: called with the :class:`Trainer` after every step (``trainer.state["step"]``, ``.model``,
             ``.history``), e.g. for external progress reporting; an exception it raises stops the run.
 
@@ -330,9 +349,17 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
     out = Path(config.out) if config.out else None
     if resume and out is None:
         raise ValueError("resume needs an output folder (config.out) holding a checkpoint")
-    if out is not None and (out / CHECKPOINT_NAME).exists() and not (resume or overwrite):
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {out} is an existing file, not a folder: choose another one")
+    if out is not None and has_checkpoint(out) and not (resume or overwrite):
         raise ValueError(f"{out} already holds a run: resume it or allow overwriting it")
-    payload = load_checkpoint(out / CHECKPOINT_NAME) if resume else None
+    if out is not None:
+        remove_stale_temp_files(out)
+        _history_tmp(out / HISTORY_NAME).unlink(missing_ok=True)
+    found = load_run_checkpoint(out) if resume else None
+    if found is not None and found.passed_over is not None:
+        warnings.warn(f"{found.passed_over}; resuming from the previous checkpoint {found.path} (step {found.step})",
+                      CheckpointWarning, stacklevel=2)
     device = resolve_device(config.device)
     seed_everything(config.seed)
     with deterministic_mode(config.deterministic):
@@ -342,8 +369,11 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-        if payload is not None:
-            trainer.restore(payload)
+        if found is not None:
+            trainer.restore(found)
+        elif out is not None:
+            for stale in (out / CHECKPOINT_NAME, out / PREVIOUS_NAME):  # an overwritten run's
+                stale.unlink(missing_ok=True)
         trainer.fit(on_step)
         metrics = evaluate_model(trainer.model, splits, config)
     metrics["run"] = run_summary(trainer.state, trainer.model)
