@@ -21,7 +21,7 @@ setup(
     },
     include_package_data=False,
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.13",
         "numpy",
         "scipy",
         "scikit-image",
@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         "triton": ["triton"],
-        "test": ["pytest", "pytest-benchmark"],
+        "test": ["pytest", "pytest-benchmark", "hypothesis"],
     },
     entry_points={"console_scripts": ["daenr=daenr_fast.cli:main"]},
 )

@@ -5,21 +5,41 @@ NAME = "build"
 HELP = "compile the C++/CUDA extensions now instead of at first use"
 
 
+def op_names() -> tuple[str, ...]:
+    """Every op with compiled kernels: the op registry's names."""
+    try:
+        from daenr_fast.ops import OPS
+    except ImportError:  # before the registry: the list daenr info keeps
+        from daenr_fast.commands.info import OPS
+    return tuple(OPS)
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--ops", default="factorized_readout,poisson_loss,vq_lookup",
-                        help="comma-separated ops to build (default: all)")
+    parser.add_argument("--ops", default=None, help="comma-separated ops to build (default: all)")
     parser.add_argument("--verbose", action="store_true", help="show the compiler output")
+    parser.add_argument("--print-std", action="store_true",
+                        help="print the C++ standard the installed torch compiles extensions with, and exit")
 
 
 def run(args) -> int:
     from daenr_fast import _build
 
+    if args.print_std:
+        print(_build.cxx_std())
+        return 0
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else op_names()
+    cuda_possible = _build.cuda_toolchain()[0]
     failed = 0
-    for op in [o.strip() for o in args.ops.split(",") if o.strip()]:
+    for op in ops:
         try:
             has_cuda = _build.load_extension(op, verbose=args.verbose)
-            print(f"{op}: built ({'CPU + CUDA' if has_cuda else 'CPU'})")
         except _build.ExtensionUnavailable as err:
             failed += 1
             print(f"{op}: FAILED: {err}")
+            continue
+        if cuda_possible and not has_cuda:
+            failed += 1
+            print(f"{op}: built (CPU); CUDA FAILED: {_build.extension_status(op, cuda=True)[1]}")
+        else:
+            print(f"{op}: built ({'CPU + CUDA' if has_cuda else 'CPU'})")
     return 1 if failed else 0
