@@ -127,3 +127,13 @@ def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"daenr data-stats: error: {bad} [*]: expected a .npz archive written by numpy.savez, got a file that is "
         "not a zip archive (empty, truncated or another format)"]
+
+
+def test_bench_refuses_an_out_file_before_measuring(tmp_path, capsys):
+    existing = tmp_path / "results"
+    existing.write_text("a file")
+    assert cli.main(["bench", "--quick", "--ops", "vq", "--sizes", "tiny", "--out", str(existing)]) == 2
+    captured = capsys.readouterr()
+    assert _error_line(captured.err, "daenr bench: error: ") == (
+        f"daenr bench: error: --out {existing} is an existing file, not a folder")
+    assert captured.out == ""

@@ -98,6 +98,9 @@ def _rerun_with_passive_wait(args) -> int:
 def run(args) -> int:
     ops = _split(args.ops, ALL_OPS, "--ops")
     modes = None if args.modes is None else _split(args.modes, ("fwd", "fwd+bwd"), "--modes")
+    out = Path(args.out) if args.out else Path("benchmarks") / "results" / args.device
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder")
     if args.device == "cpu" and "OMP_WAIT_POLICY" not in os.environ:
         return _rerun_with_passive_wait(args)
     import torch
@@ -108,7 +111,6 @@ def run(args) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is visible to torch")
     settings = _settings(args)
-    out = Path(args.out) if args.out else Path("benchmarks") / "results" / args.device
     sizes = None if args.sizes == "all" else _split(args.sizes, what="--sizes")
     command = ["daenr", "bench", *_argv(args)]
     for op in ops:
