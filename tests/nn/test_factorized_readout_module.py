@@ -1,8 +1,10 @@
-"""FactorizedReadout against the neuralpredictors FullFactorized2d computation, written out here."""
+"""FactorizedReadout against the two-einsum formulation of the factorized readout, and its argument checks.
+
+The comparisons with the real neuralpredictors package are in test_neuralpredictors_compat.py."""
 import pytest
 import torch
 
-from daenr_fast.nn import FactorizedReadout, FullSXF, SpatialXFeatureLinear
+from daenr_fast.nn import FactorizedReadout, FullFactorized2d, FullSXF, SpatialXFeatureLinear
 
 
 def neuralpredictors_forward(x, spatial, features, bias, normalize=True):
@@ -48,7 +50,8 @@ def test_state_dict_names_match_neuralpredictors():
     other.load_state_dict(readout.state_dict())
     x = torch.randn(2, 4, 5, 6)
     torch.testing.assert_close(other(x), readout(x))
-    assert FullSXF is FactorizedReadout
+    assert issubclass(FullSXF, FullFactorized2d) and issubclass(SpatialXFeatureLinear, FullFactorized2d)
+    assert FullSXF is not FullFactorized2d  # distinct subclasses, as in neuralpredictors
 
 
 def test_no_bias():
@@ -74,7 +77,8 @@ def test_regularizer_sum_and_mean():
     expected = sum(ms[n].abs().sum() * f[n].abs().sum() for n in range(7)) * 2.5
     torch.testing.assert_close(readout.regularizer(), expected)
     torch.testing.assert_close(readout.regularizer("mean"), expected / (7 * 4 * 5 * 6))
-    torch.testing.assert_close(readout.regularizer(average=True), expected / (7 * 4 * 5 * 6))
+    with pytest.warns(UserWarning, match="average= is deprecated"):
+        torch.testing.assert_close(readout.regularizer(average=True), expected / (7 * 4 * 5 * 6))
     with pytest.raises(ValueError, match="reduction must be 'sum' or 'mean'"):
         readout.regularizer("none")
 
@@ -93,7 +97,7 @@ def test_forward_ignores_unknown_kwargs_and_refuses_shift():
     readout = FactorizedReadout((4, 5, 6), 7)
     x = torch.randn(2, 4, 5, 6)
     torch.testing.assert_close(readout(x, data_key="session1", pupil_center=None), readout(x))
-    with pytest.raises(ValueError, match="shift must be None"):
+    with pytest.raises(NotImplementedError, match="pass shift=None"):  # as neuralpredictors
         readout(x, shift=torch.zeros(2, 2))
 
 
@@ -104,3 +108,50 @@ def test_bad_construction_and_input():
         FactorizedReadout((4, 5, 6), 0)
     with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\) = \(B, 4, 5, 6\)"):
         FactorizedReadout((4, 5, 6), 7)(torch.randn(2, 4, 6, 5))
+
+
+@pytest.mark.filterwarnings("ignore:gamma_readout is deprecated")
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"outdims": 2.7}, TypeError, "outdims must be an integer"),
+    ({"outdims": True}, TypeError, "outdims must be an integer"),
+    ({"outdims": -3}, ValueError, "outdims must be an integer >= 1"),
+    ({"in_shape": (4, 5.5, 6)}, TypeError, r"in_shape\[1\] must be an integer"),
+    ({"in_shape": (4, 0, 6)}, ValueError, r"in_shape\[1\] must be an integer >= 1"),
+    ({"init_noise": -1e-3}, ValueError, "init_noise must be a finite real number >= 0"),
+    ({"init_noise": float("nan")}, ValueError, "init_noise must be a finite"),
+    ({"spatial_and_feature_reg_weight": float("inf")}, ValueError, "spatial_and_feature_reg_weight must be"),
+    ({"gamma_readout": -1.0}, ValueError, "gamma_readout must be"),
+    ({"bias": "yes"}, TypeError, "bias must be True or False"),
+    ({"normalize": None}, TypeError, "normalize must be True or False"),
+    ({"l1_pairs": "diagonal"}, ValueError, "l1_pairs must be one of"),
+    ({"mean_activity": torch.ones(3)}, ValueError, "mean_activity must have 7 entries"),
+    ({"unknown_option": 1}, TypeError, "unknown_option"),
+])
+def test_bad_arguments_are_refused_by_name(kwargs, error, match):
+    args = {"in_shape": (4, 5, 6), "outdims": 7, **kwargs}
+    with pytest.raises(error, match=match):
+        FactorizedReadout(**args)
+
+
+def test_numpy_integers_are_integers():
+    np = pytest.importorskip("numpy")
+    readout = FullFactorized2d((np.int64(4), 5, 6), np.int64(7), np.bool_(True))
+    assert readout.outdims == 7 and type(readout.outdims) is int and readout.bias is not None
+
+
+def test_native_options_fix_the_neuralpredictors_quirks():
+    ids = [0, 1, 0, 2, 1, 2, 0]
+    kwargs = {"in_shape": (4, 5, 6), "outdims": 7, "init_noise": 0.5, "positive_weights": True,
+              "shared_features": {"match_ids": ids}}
+    native = FactorizedReadout(**kwargs)
+    with torch.no_grad():
+        native.scales.normal_()
+    native(torch.randn(2, 4, 5, 6))
+    assert (native.features >= 0).all() and (native.scales >= 0).all()  # clamped before the forward
+    quirky = FullFactorized2d(bias=True, **kwargs)
+    quirky(torch.randn(2, 4, 5, 6))
+    assert (quirky.features < 0).any()  # neuralpredictors: positive_weights acts only when .weight is read
+    as_np = FactorizedReadout(l1_pairs="all", positive_features_in_forward=False, copy_mean_activity=False,
+                              **kwargs)
+    as_np.load_state_dict(quirky.state_dict())
+    torch.testing.assert_close(as_np.regularizer(), quirky.regularizer())

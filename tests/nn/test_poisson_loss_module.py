@@ -34,9 +34,9 @@ def test_matches_neuralpredictors(per_neuron, avg, full_loss):
     torch.testing.assert_close(got.double(), want, rtol=2e-5, atol=2e-5 * max(1.0, want.abs().max().item()))
 
 
-def test_defaults_sum_over_everything():
+def test_defaults_average_over_everything():
     rate, s = inputs()
-    torch.testing.assert_close(PoissonLoss()(rate, s), neuralpredictors_poisson_loss(rate, s, 1e-8, False, False,
+    torch.testing.assert_close(PoissonLoss()(rate, s), neuralpredictors_poisson_loss(rate, s, 1e-8, False, True,
                                                                                        False))
 
 
@@ -67,3 +67,24 @@ def test_unknown_activation_is_refused():
 
 def test_repr_names_the_options():
     assert "per_neuron=True" in repr(PoissonLoss(per_neuron=True))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"bias": -1}, ValueError, "bias must be a finite real number >= 0"),
+    ({"bias": float("nan")}, ValueError, "bias must be a finite"),
+    ({"bias": "1e-8"}, TypeError, "bias must be a finite real number"),
+    ({"avg": "yes"}, TypeError, "avg must be True or False"),
+    ({"per_neuron": 1}, TypeError, "per_neuron must be True or False"),
+    ({"full_loss": None}, TypeError, "full_loss must be True or False"),
+])
+def test_bad_arguments_are_refused_by_name(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PoissonLoss(**kwargs)
+
+
+def test_non_finite_loss_is_refused_unless_validate_is_false():
+    rate, s = inputs()
+    rate[0, 0, 0], s[0, 0, 0] = 0.0, 2.0  # log(0 + bias) with bias=0
+    with pytest.raises(ValueError, match="not finite"):
+        PoissonLoss(bias=0.0)(rate, s)
+    assert PoissonLoss(bias=0.0, validate=False)(rate, s).isinf()
