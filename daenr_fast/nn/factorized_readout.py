@@ -58,7 +58,7 @@ class _Factorized2d(nn.Module):
 
     def __init__(self, in_shape, outdims, bias, normalize, init_noise, constrain_pos, positive_weights,
                  positive_spatial, shared_features, mean_activity, spatial_and_feature_reg_weight, gamma_readout,
-                 backend, kwargs, *, l1_pairs, positive_features_in_forward, copy_mean_activity):
+                 backend, kwargs, *, l1_pairs, positive_features_in_forward, copy_mean_activity, spatial_first):
         super().__init__()
         unknown = sorted(set(kwargs) - set(IGNORED_KWARGS))
         if unknown:
@@ -93,11 +93,16 @@ class _Factorized2d(nn.Module):
         if extra:
             raise TypeError(f"shared_features has unknown key(s) {', '.join(map(repr, extra))}; "
                             f"valid: {SHARED_FEATURES_KEYS}")
-        # registration order as neuralpredictors: _features (scales, feature_sharing_index), spatial, bias
+        # parameter order (the order of parameters(), which optimizer states follow): neuralpredictors registers
+        # _features (scales, feature_sharing_index), spatial, bias; FactorizedReadout keeps its own earlier order
+        # spatial, _features, bias, so its saved optimizer states stay loadable. The values do not depend on it.
+        c, h, w = self._shape
+        if spatial_first:
+            self.spatial = nn.Parameter(torch.empty(self.outdims, h, w))
         self._original_features = True
         self.initialize_features(**shared_features)
-        c, h, w = self._shape
-        self.spatial = nn.Parameter(torch.empty(self.outdims, h, w))
+        if not spatial_first:
+            self.spatial = nn.Parameter(torch.empty(self.outdims, h, w))
         if _args.flag("bias", bias):
             self.bias = nn.Parameter(torch.empty(self.outdims))
         else:
@@ -337,7 +342,7 @@ class FullFactorized2d(_Factorized2d):
         super().__init__(in_shape, outdims, bias, normalize, init_noise, constrain_pos, positive_weights,
                          positive_spatial, shared_features, mean_activity, spatial_and_feature_reg_weight,
                          gamma_readout, backend, kwargs, l1_pairs="all", positive_features_in_forward=False,
-                         copy_mean_activity=False)
+                         copy_mean_activity=False, spatial_first=False)
 
 
 class SpatialXFeatureLinear(FullFactorized2d):
@@ -353,7 +358,8 @@ class FactorizedReadout(_Factorized2d):
     options that fix neuralpredictors' quirks (module docstring): ``l1_pairs`` (``"same"``; ``"all"`` as
     neuralpredictors), ``positive_features_in_forward`` (True; False as neuralpredictors) and
     ``copy_mean_activity`` (True; False as neuralpredictors). With all three set to the neuralpredictors values it
-    computes exactly what :class:`FullFactorized2d` does. The output is linear: apply the rate nonlinearity outside
+    computes exactly what :class:`FullFactorized2d` does (its parameters are registered spatial first, so
+    ``parameters()`` lists ``spatial`` before ``_features``; state_dicts load into each other by name). The output is linear: apply the rate nonlinearity outside
     (or fuse it into :class:`daenr_fast.nn.PoissonLoss`).
     """
 
@@ -366,4 +372,4 @@ class FactorizedReadout(_Factorized2d):
                          positive_spatial, shared_features, mean_activity, spatial_and_feature_reg_weight,
                          gamma_readout, backend, kwargs, l1_pairs=l1_pairs,
                          positive_features_in_forward=positive_features_in_forward,
-                         copy_mean_activity=copy_mean_activity)
+                         copy_mean_activity=copy_mean_activity, spatial_first=True)
