@@ -40,3 +40,19 @@ def check_tensor_any_rank(value, name: str, layout: str) -> torch.Tensor:
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got {value.dtype}")
     return value
+
+
+def check_feature_map(x, in_shape: tuple[int, int, int], parameter: torch.Tensor) -> torch.Tensor:
+    """A readout's input: ``x`` (B,C,H,W) with (C,H,W) = ``in_shape`` and the dtype and device of ``parameter``."""
+    expected = f"(B, C, H, W) = (B, {', '.join(map(str, in_shape))})"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape {expected}, got {type(x).__name__}")
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(in_shape):
+        raise ValueError(f"x must have shape {expected} to match in_shape, got {tuple(x.shape)}")
+    if x.dtype != parameter.dtype:
+        raise TypeError(f"x has dtype {x.dtype} but the readout's parameters have {parameter.dtype}; "
+                        f"convert one of them (x.to({parameter.dtype}) or readout.to(x.dtype))")
+    if x.device != parameter.device:
+        raise ValueError(f"x is on {x.device} but the readout's parameters are on {parameter.device}; "
+                         f"move one of them")
+    return x

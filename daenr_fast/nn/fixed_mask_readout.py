@@ -1,12 +1,22 @@
 """``FixedMaskReadout``: the factorized readout with a fixed (not learned) Gaussian mask per neuron (the paper's FM)."""
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
+from daenr_fast import _validate
+from daenr_fast.nn import _args
 from daenr_fast.ops.factorized_readout import factorized_readout
+
+
+def _positive(name: str, value) -> float:
+    value = _args.real(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be a finite real number > 0, got {value!r}")
+    return value
 
 
 def gaussian_masks(centers: Tensor, grid: int, image_size: int = 32, sigma: float = 3.0) -> Tensor:
@@ -24,8 +34,8 @@ def gaussian_masks(centers: Tensor, grid: int, image_size: int = 32, sigma: floa
     Returns:
         masks (n, grid, grid), float32.
     """
-    if sigma <= 0:
-        raise ValueError(f"fm_sigma must be positive (pixels), got {sigma}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma (fm_sigma) must be a finite number > 0 (pixels), got {sigma}")
     coords = (torch.arange(grid, dtype=torch.float32) + 0.5) * (image_size / grid) - 0.5
     rows = coords.view(1, grid, 1) - centers[:, 0].float().view(-1, 1, 1)
     cols = coords.view(1, 1, grid) - centers[:, 1].float().view(-1, 1, 1)
@@ -40,36 +50,44 @@ class FixedMaskReadout(nn.Module):
     trained. Until :meth:`fit` (or :meth:`set_centers`) runs the mask is uniform and ``fitted`` is False.
 
     Args:
-        in_shape: (C,H,W) of h_i.
-        outdims: number of neurons n.
-        sigma: Gaussian mask standard deviation in image pixels.
-        image_size: side of the input image (32).
-        init_noise: std of the initial feature weights.
+        in_shape: (C,H,W) of h_i, positive integers with H == W.
+        outdims: number of neurons n, a positive integer.
+        sigma: Gaussian mask standard deviation in image pixels, finite and > 0.
+        image_size: side of the input image (32), a positive integer.
+        init_noise: std of the initial feature weights, finite and >= 0.
+
+    Every argument is checked (integers must be integers: 2.7 is refused, not truncated); errors name it.
     """
 
     def __init__(self, in_shape: Tuple[int, int, int], outdims: int, sigma: float = 3.0, image_size: int = 32,
                  init_noise: float = 1e-3):
         super().__init__()
-        c, h, w = in_shape
+        c, h, w = _args.shape("in_shape", in_shape, 3, "(C, H, W)")
         if h != w:
-            raise ValueError(f"FixedMaskReadout needs a square feature map, got in_shape={tuple(in_shape)}")
-        self.in_shape = tuple(in_shape)
-        self.outdims = outdims
-        self.sigma = float(sigma)
-        self.image_size = image_size
+            raise ValueError(f"in_shape must be a square feature map (C, H, W) with H == W, got {tuple(in_shape)}")
+        self.in_shape = (c, h, w)
+        self.outdims = outdims = _args.count("outdims", outdims)
+        self.sigma = _positive("sigma", sigma)
+        self.image_size = image_size = _args.count("image_size", image_size)
+        init_noise = _args.real("init_noise", init_noise, minimum=0.0)
         self.features = nn.Parameter(torch.randn(outdims, c) * init_noise)
         self.bias = nn.Parameter(torch.zeros(outdims))
         self.register_buffer("mask", torch.full((outdims, h, w), 1.0 / (h * w)))
         self.register_buffer("centers", torch.full((outdims, 2), (image_size - 1) / 2.0))
         self.register_buffer("fitted", torch.tensor(False))
 
-    def forward(self, h: Tensor) -> Tensor:
-        return factorized_readout(h, self.mask, self.features, self.bias)
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B,C,H,W) with (C,H,W) = ``in_shape`` -> z (B,n)."""
+        _validate.check_feature_map(x, self.in_shape, self.features)
+        return factorized_readout(x, self.mask, self.features, self.bias)
 
     def set_centers(self, centers: Tensor) -> None:
         """Set the RF centres (n,2) in image pixels and rebuild the Gaussian masks on h_i's grid."""
-        if centers.shape != (self.outdims, 2):
-            raise ValueError(f"centers must be ({self.outdims},2), got {tuple(centers.shape)}")
+        if not isinstance(centers, Tensor) or centers.shape != (self.outdims, 2):
+            got = tuple(centers.shape) if isinstance(centers, Tensor) else type(centers).__name__
+            raise ValueError(f"centers must be a tensor of shape (outdims, 2) = ({self.outdims}, 2), got {got}")
+        if not bool(torch.isfinite(centers).all()):
+            raise ValueError("centers must be finite (RF centres in image pixels)")
         with torch.no_grad():
             self.centers.copy_(centers)
             self.mask.copy_(gaussian_masks(centers, self.in_shape[1], self.image_size, self.sigma))
@@ -78,8 +96,14 @@ class FixedMaskReadout(nn.Module):
     def fit(self, images: Tensor, responses: Tensor) -> Tensor:
         """Estimate RF centres from training data (ridge regression, :mod:`daenr_fast.models.receptive_fields`)
         and set the masks from them; images (N,1,S,S), responses (N,n); returns the centres (n,2)."""
-        if images.shape[-1] != self.image_size:
-            raise ValueError(f"images must be {self.image_size}x{self.image_size}, got {tuple(images.shape)}")
+        size = self.image_size
+        if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (1, size, size):
+            got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must have shape (N, 1, {size}, {size}) (image_size={size}), got {got}")
+        if not isinstance(responses, Tensor) or tuple(responses.shape) != (images.shape[0], self.outdims):
+            got = tuple(responses.shape) if isinstance(responses, Tensor) else type(responses).__name__
+            raise ValueError(f"responses must have shape (N, outdims) = ({images.shape[0]}, {self.outdims}) to "
+                             f"match images, got {got}")
         from daenr_fast.models.receptive_fields import estimate_rf_centers
 
         centers = estimate_rf_centers(images.cpu(), responses.cpu())
