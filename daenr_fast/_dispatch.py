@@ -41,6 +41,11 @@ GPU_PREFERENCE: dict[str, dict[str, tuple[tuple[float, tuple[str, ...]], ...]]] 
     # torch backend (which computes in float32), cuda 0.3x; at 2e9 the three tie; at 8e7 cuda 2.3x.
     "factorized_readout": {"float32": ((3e9, _FAST_FIRST), (_INF, _REFERENCE_FIRST)),
                            "half": ((5e8, _FAST_FIRST), (_INF, _TRITON_FIRST))},
+    # NOT MEASURED on a GPU yet (no GPU was available when the op was written). The order is a guess from the
+    # design: both fused backends are gather-bound and never hold (B,C,N); the cuda one keeps its neuron lists in
+    # fewer launches and its dx gather in registers, so it goes first; the reference (grid_sample + sum, with a
+    # sort-based scatter for a deterministic dx) holds several (B,C,N) tensors and goes last at every size.
+    "gaussian_readout": {"float32": ((_INF, _FAST_FIRST),), "half": ((_INF, _FAST_FIRST),)},
     # fwd+bwd from 6.6e3 to 2e6 elements, float32 and bfloat16: cuda 1.9x-3x the reference, triton 0.8x-1.2x.
     "poisson_loss": {"float32": ((_INF, _FAST_FIRST),), "half": ((_INF, _FAST_FIRST),)},
     # float32, M,K,D up to 65536,8192,256: cuda fastest of ours (0.73x-3.4x cdist+argmin). bfloat16: cuda at

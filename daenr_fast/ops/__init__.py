@@ -5,7 +5,8 @@ the one list of ops that dispatch, ``daenr info``, ``daenr build``, the benchmar
 """
 from daenr_fast.ops._define import REGISTRY as OPS
 from daenr_fast.ops.factorized_readout import factorized_readout
+from daenr_fast.ops.gaussian_readout import gaussian_readout
 from daenr_fast.ops.poisson_loss import poisson_loss
 from daenr_fast.ops.vq_lookup import vq_lookup
 
-__all__ = ["OPS", "factorized_readout", "poisson_loss", "vq_lookup"]
+__all__ = ["OPS", "factorized_readout", "gaussian_readout", "poisson_loss", "vq_lookup"]

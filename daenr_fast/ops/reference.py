@@ -94,3 +94,23 @@ def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 1 << 22) -> 
     idx = torch.cat(parts) if parts else z.new_empty((0,), dtype=torch.int64)
     dist = ((z64 - e64[idx]) ** 2).sum(1)
     return idx, dist.to(out_dtype)
+
+
+def gaussian_readout(x: torch.Tensor, grid: torch.Tensor, features: torch.Tensor, bias: torch.Tensor | None = None,
+                     align_corners: bool = True) -> torch.Tensor:
+    """``y[b,n] = sum_c features[c,n] * bilinear(x[b,c], grid[b,n]) + bias[n]`` with ``F.grid_sample`` (bilinear,
+    zero padding) at the positions ``grid`` (x then y, in [-1, 1]).
+
+    x (B,C,H,W), grid (B,N,2) or (N,2) (the same positions for every batch entry), features (C,N), bias (N,) or
+    None -> y (B,N). Half-precision inputs are computed in float32 and the result cast back.
+    """
+    dtype = x.dtype
+    acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    b, n = x.shape[0], features.shape[1]
+    positions = (grid.expand(b, n, 2) if grid.dim() == 2 else grid).to(acc).reshape(b, n, 1, 2)
+    sampled = torch.nn.functional.grid_sample(x.to(acc), positions, mode="bilinear", padding_mode="zeros",
+                                              align_corners=align_corners)  # (B,C,N,1)
+    y = (sampled[..., 0] * features.to(acc)).sum(1)
+    if bias is not None:
+        y = y + bias.to(acc)
+    return y.to(dtype)
