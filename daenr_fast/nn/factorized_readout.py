@@ -25,13 +25,14 @@
       makes the given tensor itself the bias storage: training then writes into the caller's tensor, and two
       readouts given the same tensor share one bias.
 
-Where the neuralpredictors 0.3.0 release (PyPI) and its main branch differ, these classes follow main
-(``positive_spatial``, which the release swallows in ``**kwargs``; :attr:`weight`'s layout and the repr follow the
-release, main transposes them for non-square maps). Calls whose meaning differs between the two, and arguments
-neuralpredictors would silently ignore, are refused with an error naming the argument:
-``spatial_and_feature_reg_weight`` together with ``gamma_readout`` (the release lets ``gamma_readout`` win, main
-the other), unknown keyword arguments, a ninth positional argument (its meaning moved between the versions),
-``shared_features={"shared_features": ...}`` without ``match_ids``, reductions other than ``"sum"``/``"mean"``.
+Where the neuralpredictors 0.3.0 release (PyPI) and its main branch differ, these classes follow main in what it
+added (``positive_spatial``, which the release swallows in ``**kwargs``; ``spatial_and_feature_reg_weight=None``)
+and the release where main has a bug (:attr:`weight` and the repr, which main lays out as (W, H) for non-square
+maps). Calls whose meaning differs between the two, and arguments neuralpredictors would silently ignore, are
+refused with an error naming the argument: ``spatial_and_feature_reg_weight`` together with ``gamma_readout`` (the
+release lets ``gamma_readout`` win, main the other), unknown keyword arguments, an eighth positional argument
+(``shared_features`` in the release, ``positive_spatial`` on main), ``shared_features={"shared_features": ...}``
+without ``match_ids``, reductions other than ``"sum"``/``"mean"``.
 """
 from __future__ import annotations
 
@@ -359,8 +360,8 @@ class FactorizedReadout(_Factorized2d):
     neuralpredictors), ``positive_features_in_forward`` (True; False as neuralpredictors) and
     ``copy_mean_activity`` (True; False as neuralpredictors). With all three set to the neuralpredictors values it
     computes exactly what :class:`FullFactorized2d` does (its parameters are registered spatial first, so
-    ``parameters()`` lists ``spatial`` before ``_features``; state_dicts load into each other by name). The output is linear: apply the rate nonlinearity outside
-    (or fuse it into :class:`daenr_fast.nn.PoissonLoss`).
+    ``parameters()`` lists ``spatial`` before ``_features``; state_dicts load into each other by name). The output
+    is linear: apply the rate nonlinearity outside (or fuse it into :class:`daenr_fast.nn.PoissonLoss`).
     """
 
     def __init__(self, in_shape, outdims, bias=True, normalize=True, init_noise=INIT_NOISE, constrain_pos=False,
