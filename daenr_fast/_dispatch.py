@@ -72,6 +72,15 @@ def triton_status(device: torch.device | None = None) -> tuple[bool, str]:
     return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on CPU)"
 
 
+def _constant_under_compile(fn):
+    """``torch.compiler.assume_constant_result(fn)``: torch.compile calls ``fn`` while tracing (it may build an
+    extension, behind a lock) and keeps its answer. The decorator only sets this attribute; setting it here spares
+    every ``import daenr_fast`` the import of torch._dynamo (seconds). tests/ops/test_func.py compiles a first call."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_constant_under_compile
 def backend_status(op: str, backend: str, device: torch.device | None = None,
                    dtype: torch.dtype | None = None) -> tuple[bool, str]:
     """(available, reason) of ``backend`` for ``op`` on tensors of ``device`` (None: on this machine) and ``dtype``

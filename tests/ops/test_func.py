@@ -287,3 +287,22 @@ def test_vector_quantizer_compiles_with_fullgraph_in_train_and_eval_mode(trainin
         (g_comp,) = torch.autograd.grad(q_comp.sum() + info_comp["loss"], z)
         (g_eager,) = torch.autograd.grad(q_eager.sum() + info_eager["loss"], z)
         torch.testing.assert_close(g_comp, g_eager)
+
+
+def test_compiling_a_first_call_in_a_fresh_process_works():
+    """The first call of an op may build or load its extension; under torch.compile that happens while tracing."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from daenr_fast.ops import factorized_readout, poisson_loss, vq_lookup\n"
+        "f = torch.compile(lambda x, m, w, z, e: (factorized_readout(x, m, w).sum() + poisson_loss(z.exp(), z.exp())"
+        " + vq_lookup(z, e)[1].sum()), fullgraph=True, backend='aot_eager')\n"
+        "out = f(torch.randn(2, 3, 4, 4), torch.randn(5, 4, 4), torch.randn(5, 3), torch.randn(6, 5), "
+        "torch.randn(4, 5))\n"
+        "print('ok', bool(torch.isfinite(out)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ok True" in done.stdout
