@@ -6,8 +6,10 @@
 #   1. environment     nvidia-smi, versions
 #   2. install         pip install --no-deps --no-build-isolation -e .
 #   3. build           compile the C++/CUDA extension of every op that has sources (missing ops are skipped)
-#   4. cuda tests      pytest -m cuda (in a process without TRITON_INTERPRET, so Triton runs compiled)
-#   5. triton tests    the Triton interpreter test files (TRITON_INTERPRET=1, CPU tensors)
+#   4. op tests        pytest tests/ops: every backend, torch/cpu on CPU tensors and cuda/triton on CUDA tensors
+#                      (no TRITON_INTERPRET, so Triton runs compiled; DAENR_FAST_EXPECT_COMPILED=1)
+#   5. triton tests    pytest tests/ops -m "triton and not cuda" under TRITON_INTERPRET=1 (the Triton backend
+#                      through the interpreter, on CPU tensors)
 #   6. benchmark       `daenr bench --device cuda` (float32, every op and end to end, with torch.compile rows)
 #   7. bench bf16      `daenr bench --device cuda --dtype bfloat16` for the three ops (no torch.compile rows)
 #   8. readout timing  factorized readout fwd and fwd+bwd, float32 and bfloat16: torch vs cuda vs triton
@@ -99,24 +101,19 @@ for op in OPS:
 sys.exit(1 if failed else 0)
 EOF
 
-# Test files that switch on the Triton interpreter do so for their whole pytest process: keep them out of the
-# CUDA run and give them a run of their own.
-mapfile -t INTERPRETER_TESTS < <(grep -rlE --include='test_*.py' \
-  "environ(\[['\"]TRITON_INTERPRET['\"]\] *=|\.setdefault\(['\"]TRITON_INTERPRET)" tests | sort)
-IGNORE=()
-for f in "${INTERPRETER_TESTS[@]}"; do IGNORE+=("--ignore=$f"); done
-
+# One process runs the op tests of every backend; the interpreter (TRITON_INTERPRET=1 is read once per process)
+# gets a process of its own.
 XDIST=()  # pytest-xdist, where installed, spreads the tests (and Triton's compiles) over 4 processes
 "$PYTHON" -c "import xdist" 2>/dev/null && XDIST=(-n 4)
-step cuda_tests 200 "$PYTHON" -m pytest -m cuda tests "${IGNORE[@]}" "${XDIST[@]}" -q -rfEs -p no:cacheprovider \
-  --junitxml="$OUT/cuda_tests.xml"
+step op_tests 240 env DAENR_FAST_EXPECT_COMPILED=1 "$PYTHON" -m pytest tests/ops "${XDIST[@]}" -q -rfEs \
+  -p no:cacheprovider --junitxml="$OUT/op_tests.xml"
 
 if [ "${GPU_CHECK_SKIP_INTERPRETER:-0}" = 1 ]; then
   NUM=$((NUM + 1))
   SUMMARY+=("$(printf '%-16s SKIPPED (GPU_CHECK_SKIP_INTERPRETER=1)' triton_tests)")
-elif ((${#INTERPRETER_TESTS[@]})); then
-  step triton_tests 120 env TRITON_INTERPRET=1 "$PYTHON" -m pytest "${INTERPRETER_TESTS[@]}" -m "not cuda" -q -rfEs \
-    -p no:cacheprovider --junitxml="$OUT/triton_tests.xml"
+else
+  step triton_tests 120 env TRITON_INTERPRET=1 "$PYTHON" -m pytest tests/ops -m "triton and not cuda" "${XDIST[@]}" \
+    -q -rfEs -p no:cacheprovider --junitxml="$OUT/triton_tests.xml"
 fi
 
 
