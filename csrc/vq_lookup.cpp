@@ -1,5 +1,6 @@
 // Registration of the VQ nearest-codebook lookup: schema, CPU implementation and (with DAENR_WITH_CUDA) the CUDA
-// implementation, which allocates outputs and the norm workspace and hands raw pointers and the stream over.
+// implementation, which allocates outputs and the workspace and hands raw pointers and the stream over.
+// window_codes, window_rows: the coefficients a, b of the candidate window (daenr_fast/ops/vq_lookup.py).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -22,14 +23,16 @@ void check_inputs(const at::Tensor& z, const at::Tensor& codebook) {
   TORCH_CHECK(z.scalar_type() == codebook.scalar_type(), "vq_lookup: dtypes must match");
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& z, const at::Tensor& codebook) {
+std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& z, const at::Tensor& codebook, double window_codes,
+                                               double window_rows) {
   check_inputs(z, codebook);
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return daenr::cpu::vq_lookup_forward(z, codebook);
+  return daenr::cpu::vq_lookup_forward(z, codebook, window_codes, window_rows);
 }
 
 #ifdef DAENR_WITH_CUDA
-std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& z, const at::Tensor& codebook) {
+std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& z, const at::Tensor& codebook, double window_codes,
+                                                double window_rows) {
   check_inputs(z, codebook);
   const c10::cuda::CUDAGuard guard(z.device());
   daenr::cuda::DType dt;
@@ -42,10 +45,10 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& z, const at::T
   const int64_t M = z.size(0), K = codebook.size(0), D = z.size(1);
   auto indices = at::empty({M}, z.options().dtype(at::kLong));
   auto dist = at::empty({M}, z.options().dtype(at::kFloat));
-  auto norms = at::empty({K + M}, z.options().dtype(at::kFloat));
-  daenr::cuda::vq_lookup_forward(dt, z.data_ptr(), codebook.data_ptr(), M, K, D, norms.data_ptr<float>(),
-                                 indices.data_ptr<int64_t>(), dist.data_ptr<float>(),
-                                 at::cuda::getCurrentCUDAStream().stream());
+  auto workspace = at::empty({daenr::cuda::vq_lookup_workspace(M, K, D)}, z.options().dtype(at::kFloat));
+  daenr::cuda::vq_lookup_forward(dt, z.data_ptr(), codebook.data_ptr(), M, K, D, float(window_codes),
+                                 float(window_rows), workspace.data_ptr<float>(), indices.data_ptr<int64_t>(),
+                                 dist.data_ptr<float>(), at::cuda::getCurrentCUDAStream().stream());
   return {indices, dist};
 }
 #endif
@@ -53,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& z, const at::T
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(daenr_fast_ext, m) {
-  m.def("vq_lookup_forward(Tensor z, Tensor codebook) -> (Tensor, Tensor)");
+  m.def("vq_lookup_forward(Tensor z, Tensor codebook, float window_codes, float window_rows) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(daenr_fast_ext, CPU, m) { m.impl("vq_lookup_forward", &forward_cpu); }

@@ -80,17 +80,25 @@ def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 1 << 22) -> 
     """Nearest code of every row: ``idx[m] = argmin_k ||z[m] - codebook[k]||^2`` and that squared distance.
 
     z (M,D), codebook (K,D) -> idx (M,) int64, dist (M,) in float64 for float64 inputs, float32 otherwise.
-    Everything is in float64 from the differences themselves (``torch.cdist`` without the matrix-product
-    shortcut, so no expanded-square cancellation), a block of rows at a time (at most ``chunk`` distances held);
-    ties go to the lowest index. ``dist`` is recomputed from the chosen codes, so it is differentiable in z and
-    codebook.
+    Every squared distance is summed in float64 from the differences themselves (no expanded square, so nothing
+    cancels), a block of rows at a time (at most ``chunk`` differences held). Ties go to the lowest index.
+
+    NaN rule: a distance is NaN when z[m] or codebook[k] has a NaN component (or an infinite component meets an
+    infinite one of the same sign). NaN distances are never chosen; +inf ones are ordinary (ties at +inf go to the
+    lowest index). A row whose every distance is NaN (z[m] has a NaN, or every code does) gets idx 0 and dist NaN.
+
+    ``dist`` is recomputed from the chosen codes, so it is differentiable in z and codebook.
     """
     out_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
     z64, e64 = z.to(torch.float64), codebook.to(torch.float64)
-    rows = max(1, chunk // max(1, codebook.shape[0]))
+    rows = max(1, chunk // max(1, codebook.shape[0] * codebook.shape[1]))
+    parts = []
     with torch.no_grad():
-        parts = [torch.cdist(blk, e64, compute_mode="donot_use_mm_for_euclid_dist").argmin(1)
-                 for blk in z64.split(rows)]
+        for blk in z64.split(rows):
+            d = (blk[:, None, :] - e64[None]).square().sum(2)  # (rows, K), NaN where the rule says so
+            best = d.masked_fill(d.isnan(), math.inf).amin(1, keepdim=True)
+            hit = d == best  # never true for NaN; the first hit is the lowest index
+            parts.append(torch.where(hit.any(1), hit.to(torch.int8).argmax(1), 0))
     idx = torch.cat(parts) if parts else z.new_empty((0,), dtype=torch.int64)
     dist = ((z64 - e64[idx]) ** 2).sum(1)
     return idx, dist.to(out_dtype)

@@ -3,9 +3,47 @@
     idx[m]  = argmin_k ||z[m] - codebook[k]||^2      (ties to the lowest k)
     dist[m] = ||z[m] - codebook[idx[m]]||^2
 
-z (M,D), codebook (K,D) -> idx (M,) int64, dist (M,) (float64 for float64 inputs, float32 otherwise).
-The backends use ``||e_k||^2 - 2 z_m . e_k`` blocked over the codebook and never hold the M x K matrix (the
-torch backend holds at most ``_TORCH_CHUNK`` distances at a time). ``dist`` is differentiable:
+z (M,D), codebook (K,D) -> idx (M,) int64, dist (M,) (float64 for float64 inputs, float32 otherwise). No backend
+holds the M x K matrix (the torch backend holds at most ``_TORCH_CHUNK`` scores at a time).
+
+Method (every backend). The expanded square ``||z||^2 - 2 z.e + ||e||^2`` cancels catastrophically when the codes
+sit far from the origin, so it only *preselects*; the answer comes from exact distances:
+
+1. Frame: a centre c (the mean of the finite codes, summed in float64, rounded to the working dtype w: float64
+   for float64 inputs, float32 otherwise) and a power of two s that brings the largest |e - c| into [1/2, 1)
+   (exponent clamped to the normal range of w). Codes ``E_k = fl_w(e_k - c) * s``, rows ``Z = fl_w(z - c) * s``
+   (one rounding each), ``en_k = ||E_k||^2``. Codes with a non-finite component get ``en_k = NaN``.
+2. Scores ``x_k = en_k - 2 Z.E_k`` (a GEMM, blocked over the codebook) and, per row, the window
+   ``W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2`` with ``a = 2 (2 u_in + (D + 8) u)``, ``b = 8 u``
+   (u the unit roundoff of w, u_in the relative rounding of the GEMM's inputs: 0 for IEEE float32/float64
+   products, more under TF32/bf16 matmul modes).
+3. Candidates: every code with ``x_k <= min_j x_j + 2 W``, or with a NaN score. Each is rescored exactly:
+   ``sum_d (z_d - e_kd)^2`` from the original values, in float64. The lowest exact distance wins; exact ties go
+   to the lowest index (codes are visited in increasing order; improvements must be strict).
+
+Precision argument. With ``D_k = ||Z||^2 + x_k`` and the true scaled distance ``d_k = s^2 ||z - e_k||^2``:
+centring rounds each component by at most u relative, which moves ``d_k`` by at most
+``2u (||Z|| + ||E_k||)^2``; the GEMM's error is at most ``(2 u_in + gamma_D) sum_d |Z_d E_kd|`` (any summation
+order, FMA or not; ``gamma_D = Du/(1-Du)``), ``en_k`` and the subtraction add ``2u (en_k + 2 |Z.E_k|)``. So
+``|D_k - d_k| <= W/2`` for every k (``a``, ``b`` are twice the bound; underflow in the scaled frame is absorbed
+because ``en_max >= 1/4`` unless all codes coincide, where every code is a candidate). If k* is the true argmin and
+j the best score, ``x_{k*} <= x_j + W`` (the 2W used also covers rounding of the threshold), so the true argmin is
+always rescored. The float64 rescoring has relative error ``<= D 2^-53``: the chosen index is the exact argmin
+except between codes whose true distances differ by less than about ``1e-14`` relative -- far below the float32
+resolution of the distances themselves -- and ``dist`` is the float64 distance rounded once to the output dtype.
+Typically one or two codes per row are rescored (the window is about ``D u`` relative to the scores); when every
+code is within the window (duplicates, all-equal codes) every one is rescored, which is exact and slower.
+
+Range. The scores live in the scaled frame, so no square overflows there whatever the offset or spread; a row so
+far from the codebook that ``||Z||^2`` overflows w gets an infinite window, so all its codes are rescored. The
+float64 rescoring of float32/half inputs cannot overflow; ``dist`` is +inf only when the true distance exceeds
+the float32 maximum (float64 inputs: when it exceeds the float64 maximum).
+
+NaN rule (the reference's): a distance is NaN when z[m] or e_k has a NaN component (or infinities of the same
+sign meet). NaN distances are never chosen; +inf distances are ordinary values. A row whose every distance is NaN
+(z[m] has a NaN, or every code does) gets idx 0 and dist NaN.
+
+``dist`` is differentiable:
 
     d dist[m] / d z[m]        =  2 (z[m] - codebook[idx[m]])
     d dist[m] / d codebook[k] = -2 (z[m] - codebook[k])   for k = idx[m]
@@ -56,31 +94,108 @@ def _dist_dtype(dtype: torch.dtype) -> torch.dtype:
 
 # ----------------------------------------------------------------------------------------------- backends
 
+_UNIT_ROUNDOFF = {torch.float32: 2.0 ** -24, torch.float64: 2.0 ** -53}
+_SCALE_EXPONENT = {torch.float32: 126, torch.float64: 1022}  # |log2 s| stays in the normal range of w
+
+
+def _matmul_input_roundoff(device: torch.device) -> float:
+    """Relative rounding of a float32 GEMM's inputs under torch's matmul precision settings (0 when IEEE)."""
+    setting = torch.get_float32_matmul_precision()
+    if device.type == "cpu":
+        mkldnn = getattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision", "none")
+        setting = {"bf16": "medium", "tf32": "high"}.get(mkldnn, setting)
+    elif device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        setting = "high" if setting == "highest" else setting
+    return {"medium": 2.0 ** -8, "high": 2.0 ** -10}.get(setting, 0.0)
+
+
+def _window(work: torch.dtype, dim: int, input_roundoff: float = 0.0) -> tuple[float, float]:
+    """(a, b) of the per-row window ``W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2`` (module docstring)."""
+    u = _UNIT_ROUNDOFF[work]
+    return 2.0 * (2.0 * input_roundoff + (dim + 8) * u), 8.0 * u
+
+
+def _centred_codebook(codebook: Tensor, work: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The frame of step 1: centre (D,), codes E (K,D), en (K,; NaN for non-finite codes), stats (2,) = (s, en_max),
+    all in ``work``; E is zero for the non-finite codes."""
+    e = codebook.to(work)
+    finite = e.isfinite().all(1, keepdim=True)
+    total = codebook.to(torch.float64).where(finite, 0.0).sum(0)
+    centre = (total / finite.sum().clamp_min(1)).to(work)
+    offsets = (e - centre).where(finite, 0.0)
+    limit = _SCALE_EXPONENT[work]
+    spread = offsets.abs().amax() if offsets.numel() else offsets.new_zeros(())
+    exponent = torch.frexp(spread).exponent.clamp(-limit, limit)
+    scale = torch.ldexp(torch.ones((), dtype=work, device=e.device), -exponent)
+    codes = offsets * scale
+    sq = codes.to(torch.float64).square().sum(1)
+    sqnorm = sq.to(work).where(finite[:, 0], torch.nan)
+    return centre, codes, sqnorm, torch.stack([scale, sq.amax().to(work)])
+
+
+def _rescore(z64: Tensor, e64: Tensor, rows: Tensor, codes: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """Exact float64 distances of the (row, code) pairs (any order, repeats allowed) reduced per row by the rule:
+    the lowest distance, then the lowest code; NaN never wins -> (idx (m,), dist (m,) float64)."""
+    k = e64.shape[0]
+    best = torch.full((m,), torch.inf, dtype=torch.float64, device=z64.device)
+    step = max(1, _TORCH_CHUNK // max(1, z64.shape[1]))
+    d = torch.cat([(z64[r] - e64[c]).square().sum(1) for r, c in zip(rows.split(step), codes.split(step))])
+    best.scatter_reduce_(0, rows, d.masked_fill(d.isnan(), torch.inf), "amin")
+    win = d == best[rows]  # never true for NaN
+    first = torch.full((m,), k, dtype=torch.int64, device=z64.device).scatter_reduce_(0, rows[win], codes[win], "amin")
+    none = first == k  # every distance of the row is NaN
+    return first.masked_fill(none, 0), best.masked_fill(none, torch.nan)
+
+
 def _torch_forward(z, codebook):
-    acc = _dist_dtype(z.dtype)
-    e = codebook.to(acc)
-    e_norm = (e * e).sum(1)
-    rows = max(1, _TORCH_CHUNK // codebook.shape[0])
+    work = _dist_dtype(z.dtype)
+    m, dim = z.shape
+    k = codebook.shape[0]
+    centre, codes, sqnorm, stats = _centred_codebook(codebook, work)
+    scale, en_max = stats[0], stats[1].to(torch.float64)
+    a, b = _window(work, dim, _matmul_input_roundoff(z.device) if work == torch.float32 else 0.0)
+    flagged = sqnorm.isnan().nonzero()[:, 0]  # non-finite codes: scored +inf, always rescored
+    sqnorm = sqnorm.masked_fill(sqnorm.isnan(), torch.inf)
+    all_codes = torch.arange(k, device=z.device)
+    e64 = codebook.to(torch.float64)
+    rows = max(1, _TORCH_CHUNK // k)
     idx, dist = [], []
-    for blk in z.to(acc).split(rows):
-        best, arg = torch.addmm(e_norm, blk, e.t(), beta=1, alpha=-2).min(dim=1)
-        idx.append(arg)
-        dist.append(((blk * blk).sum(1) + best).clamp_min(0))
+    for start in range(0, m, rows):
+        zc = (z[start:start + rows].to(work) - centre) * scale
+        n = zc.shape[0]
+        zn2 = zc.to(torch.float64).square().sum(1)
+        window = (a * (en_max + 2 * zn2.sqrt() * en_max.sqrt()) + b * zn2).to(work)
+        x = torch.addmm(sqnorm, zc, codes.t(), beta=1, alpha=-2)
+        threshold = x.amin(1) + 2 * window
+        whole = ~threshold.isfinite()  # a NaN/overflowing row: all its codes are rescored
+        r, c = (x <= threshold.masked_fill(whole, torch.nan)[:, None]).nonzero(as_tuple=True)
+        rw = whole.nonzero()[:, 0]
+        r = torch.cat([r, rw.repeat_interleave(k), torch.arange(n, device=z.device).repeat_interleave(len(flagged))])
+        c = torch.cat([c, all_codes.repeat(len(rw)), flagged.repeat(n)])
+        i, d = _rescore(z[start:start + rows].to(torch.float64), e64, r, c, n)
+        idx.append(i)
+        dist.append(d)
     if not idx:
-        return z.new_empty((0,), dtype=torch.int64), z.new_empty((0,), dtype=acc)
-    return torch.cat(idx), torch.cat(dist)
+        return z.new_empty((0,), dtype=torch.int64), z.new_empty((0,), dtype=work)
+    return torch.cat(idx), torch.cat(dist).to(work)
 
 
 def _ext_forward(z, codebook):
     _build.load_extension(OP.name)  # a no-op once loaded; needed when the op is called directly (e.g. a saved graph)
-    idx, dist = torch.ops.daenr_fast_ext.vq_lookup_forward(z, codebook)
-    return idx, dist.to(_dist_dtype(z.dtype))
+    work = _dist_dtype(z.dtype)
+    roundoff = _matmul_input_roundoff(z.device) if z.device.type == "cpu" and work == torch.float32 else 0.0
+    a, b = _window(work, z.shape[1], roundoff)  # the CUDA kernel multiplies in IEEE float32 itself
+    idx, dist = torch.ops.daenr_fast_ext.vq_lookup_forward(z, codebook, a, b)
+    return idx, dist.to(work)
 
 
 def _triton_forward(z, codebook):
     from daenr_fast.kernels import vq_lookup as kernel
 
-    return kernel.forward(z, codebook)
+    centre, codes, sqnorm, stats = _centred_codebook(codebook, torch.float32)
+    ieee = z.dtype == torch.float32
+    a, b = _window(torch.float32, z.shape[1], 0.0 if ieee else kernel.TF32_ROUNDOFF)
+    return kernel.forward(z, codebook, centre, codes, sqnorm, stats, a, b, ieee=ieee)
 
 
 # ----------------------------------------------------------------------------------------------- autograd
