@@ -15,9 +15,10 @@ folder named by a hash of the sources, the torch version and the flags.
   g++ and for nvcc; ``c++20`` in torch 2.13 and 2.14). :func:`cxx_std` tells which, for tools that compile our
   sources without torch (``daenr build --print-std``).
 * **Locking.** A build holds an OS lock (``flock``) on ``daenr_build.lock`` in its folder, which the kernel
-  releases when the holder dies however it dies; while it is held, a ``lock`` file that torch left there is stale
-  (its owner was killed mid-build) and is removed. Waiting for another process's build gives up after
-  ``$DAENR_FAST_BUILD_TIMEOUT`` seconds (default 1800) with a message naming the lock and its holder.
+  releases when the holder dies however it dies. Holding it, a build first waits for a ninja that a killed build
+  left running there, and, where torch locks by the mere existence of a ``lock`` file (torch 2.13; 2.14 uses an
+  OS lock too), removes that file: its owner was killed mid-build. Waiting for another process's build gives up
+  after ``$DAENR_FAST_BUILD_TIMEOUT`` seconds (default 1800) with a message naming the lock and its holder.
 * **Failures** (no compiler, no ninja, a compile error) never raise at import: :func:`extension_status` reports the
   reason - the first compiler error line and the path of ``build.log``, the full compiler output, in the build
   folder - and callers fall back to the reference.
@@ -196,7 +197,7 @@ def _first_error(text: str) -> str:
 
 @contextmanager
 def _build_lock(folder: Path):
-    """Hold the OS lock of the build folder; then remove the ``lock`` file a killed build left there."""
+    """Hold the OS lock of the build folder, then clean up after a killed build (see the module docstring)."""
     try:
         import fcntl
     except ImportError:  # no flock (Windows): torch's own lock file alone
@@ -227,22 +228,33 @@ def _build_lock(folder: Path):
             handle.truncate(0)
             handle.write(f"{os.getpid()}\n")
             handle.flush()
-            _remove_stale_torch_lock(folder, deadline)
+            _clean_up_after_a_killed_build(folder, deadline)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _remove_stale_torch_lock(folder: Path, deadline: float) -> None:
-    """Under the OS lock no live build of ours is here, so torch's ``lock`` file is a dead build's. Its ninja may
-    outlive it (a kill reaches the Python process only): wait for that ninja to end first."""
+def _clean_up_after_a_killed_build(folder: Path, deadline: float) -> None:
+    """Under the OS lock no live build of ours is here. A killed build's ninja may outlive it (a kill reaches the
+    Python process only): wait for it to end. A torch that locks by the existence of its ``lock`` file left that
+    file behind: remove it."""
+    if _ninja_running_in(folder):
+        print(f"daenr_fast: waiting for the ninja that a killed build left running in {folder} ...",
+              file=sys.stderr, flush=True)
+        while _ninja_running_in(folder) and time.monotonic() < deadline:
+            time.sleep(0.2)
     stale = folder / _TORCH_LOCK
-    if not stale.exists():
-        return
-    while _ninja_running_in(folder) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stale.unlink(missing_ok=True)
-    print(f"daenr_fast: removed {stale}, left by a build that was killed", file=sys.stderr, flush=True)
+    if _torch_locks_by_existence() and stale.exists():
+        stale.unlink(missing_ok=True)
+        print(f"daenr_fast: removed {stale}, left by a build that was killed", file=sys.stderr, flush=True)
+
+
+def _torch_locks_by_existence() -> bool:
+    """Whether ``torch.utils.cpp_extension.load`` waits while its ``lock`` file exists (its ``FileBaton``), rather
+    than on an OS lock of that file that the kernel releases when the holder dies."""
+    from torch.utils import cpp_extension
+
+    return hasattr(cpp_extension, "FileBaton")
 
 
 def _ninja_running_in(folder: Path) -> bool:
