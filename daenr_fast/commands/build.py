@@ -6,12 +6,10 @@ HELP = "compile the C++/CUDA extensions now instead of at first use"
 
 
 def op_names() -> tuple[str, ...]:
-    """Every op with compiled kernels: the op registry's names."""
-    try:
-        from daenr_fast.ops import OPS
-    except ImportError:  # before the registry: the list daenr info keeps
-        from daenr_fast.commands.info import OPS
-    return tuple(OPS)
+    """The ops whose cpu backend is a compiled extension, from the op registry."""
+    from daenr_fast.ops import OPS
+
+    return tuple(name for name, op in OPS.items() if op.spec.extension and "cpu" in op.backends)
 
 
 def add_arguments(parser) -> None:
