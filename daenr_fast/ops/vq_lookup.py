@@ -133,16 +133,20 @@ def _centred_codebook(codebook: Tensor, work: torch.dtype) -> tuple[Tensor, Tens
     return centre, codes, sqnorm, torch.stack([scale, sq.amax().to(work)])
 
 
-def _rescore(z64: Tensor, e64: Tensor, rows: Tensor, codes: Tensor, m: int) -> tuple[Tensor, Tensor]:
-    """Exact float64 distances of the (row, code) pairs (any order, repeats allowed) reduced per row by the rule:
-    the lowest distance, then the lowest code; NaN never wins -> (idx (m,), dist (m,) float64)."""
-    k = e64.shape[0]
-    best = torch.full((m,), torch.inf, dtype=torch.float64, device=z64.device)
-    step = max(1, _TORCH_CHUNK // max(1, z64.shape[1]))
-    d = torch.cat([(z64[r] - e64[c]).square().sum(1) for r, c in zip(rows.split(step), codes.split(step))])
+def _rescore(z: Tensor, e64: Tensor, rows: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact float64 distances of the (row, code) pairs (any order, repeats allowed) reduced per row of z by the
+    rule: the lowest distance, then the lowest code; NaN never wins -> (idx, dist float64), one per row of z."""
+    m, k = z.shape[0], e64.shape[0]
+    best = torch.full((m,), torch.inf, dtype=torch.float64, device=z.device)
+    step = max(1, _TORCH_CHUNK // max(1, z.shape[1]))
+    parts = []
+    for r, c in zip(rows.split(step), codes.split(step)):
+        diff = z[r].to(torch.float64).sub_(e64[c])
+        parts.append(torch.linalg.vecdot(diff, diff))
+    d = torch.cat(parts)
     best.scatter_reduce_(0, rows, d.masked_fill(d.isnan(), torch.inf), "amin")
     win = d == best[rows]  # never true for NaN
-    first = torch.full((m,), k, dtype=torch.int64, device=z64.device).scatter_reduce_(0, rows[win], codes[win], "amin")
+    first = torch.full((m,), k, dtype=torch.int64, device=z.device).scatter_reduce_(0, rows[win], codes[win], "amin")
     none = first == k  # every distance of the row is NaN
     return first.masked_fill(none, 0), best.masked_fill(none, torch.nan)
 
@@ -161,18 +165,22 @@ def _torch_forward(z, codebook):
     rows = max(1, _TORCH_CHUNK // k)
     idx, dist = [], []
     for start in range(0, m, rows):
-        zc = (z[start:start + rows].to(work) - centre) * scale
+        zc = (z[start:start + rows].to(work) - centre).mul_(scale)
         n = zc.shape[0]
-        zn2 = zc.to(torch.float64).square().sum(1)
+        zn2 = torch.linalg.vecdot(zc, zc).to(torch.float64)  # its rounding is inside the window's margin
         window = (a * (en_max + 2 * zn2.sqrt() * en_max.sqrt()) + b * zn2).to(work)
         x = torch.addmm(sqnorm, zc, codes.t(), beta=1, alpha=-2)
-        threshold = x.amin(1) + 2 * window
+        lead = x.argmin(1, keepdim=True)  # a NaN score leads: its row's threshold is NaN
+        threshold = x.gather(1, lead)[:, 0] + 2 * window
         whole = ~threshold.isfinite()  # a NaN/overflowing row: all its codes are rescored
-        r, c = (x <= threshold.masked_fill(whole, torch.nan)[:, None]).nonzero(as_tuple=True)
+        threshold = threshold.masked_fill(whole, torch.nan)
+        more = (x.scatter_(1, lead, torch.inf).amin(1) <= threshold).nonzero()[:, 0]  # rows with more candidates
+        rm, cm = (x[more] <= threshold[more, None]).nonzero(as_tuple=True)
         rw = whole.nonzero()[:, 0]
-        r = torch.cat([r, rw.repeat_interleave(k), torch.arange(n, device=z.device).repeat_interleave(len(flagged))])
-        c = torch.cat([c, all_codes.repeat(len(rw)), flagged.repeat(n)])
-        i, d = _rescore(z[start:start + rows].to(torch.float64), e64, r, c, n)
+        rows_n = torch.arange(n, device=z.device)
+        r = torch.cat([rows_n, more[rm], rw.repeat_interleave(k), rows_n.repeat_interleave(len(flagged))])
+        c = torch.cat([lead[:, 0], cm, all_codes.repeat(len(rw)), flagged.repeat(n)])
+        i, d = _rescore(z[start:start + rows], e64, r, c)
         idx.append(i)
         dist.append(d)
     if not idx:
