@@ -236,7 +236,7 @@ void pass_scatter(const scalar_t* gy, const scalar_t* grid, const scalar_t* ft, 
   const PaddedMap map(C, H, W);
   const int64_t group = group_size(map, B, sizeof(scalar_t)), groups = ceil_div(B, group);
   const int64_t threads = at::get_num_threads();
-  const int64_t ranges = groups >= threads ? 1 : std::min(C, ceil_div(threads, groups));  // channel ranges
+  const int64_t ranges = std::max<int64_t>(1, groups >= threads ? 1 : std::min(C, ceil_div(threads, groups)));
   const int64_t per_range = ceil_div(C, ranges), map_size = map.rows() * C;
   at::parallel_for(0, groups * ranges, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> padded(group * map_size);
@@ -299,6 +299,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gaussian_readout_back
   auto dft = at::empty({N, C}, x.options());
   auto dbias = at::empty({N}, x.options());
   auto dgrid_rows = shared ? at::empty({B, N, 2}, x.options()) : dgrid;
+  if (B == 0 || N == 0) return {dx.zero_(), dgrid.zero_(), dft.zero_().t().contiguous(), dbias.zero_()};
   const auto ft = features.t().contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gaussian_readout_backward", [&] {
     const scalar_t* gy = grad.data_ptr<scalar_t>();

@@ -127,12 +127,21 @@ def _accumulation(dtype: torch.dtype) -> torch.dtype:
 
 
 def _grid_sample_gradients(grad, x, grid, features, align_corners):
+    """grid_sample's own backward kernel, called directly (autograd does not run inside a custom op)."""
     acc = _accumulation(x.dtype)
-    with torch.enable_grad():
-        leaves = [t.detach().to(acc).requires_grad_() for t in (x, grid, features)]
-        y = reference.gaussian_readout(*leaves, None, align_corners)
-        grads = torch.autograd.grad(y, leaves, grad.to(acc), allow_unused=True, materialize_grads=True)
-    return (*grads, grad.to(acc).sum(0))
+    b, c = x.shape[:2]
+    n = features.shape[1]
+    gy, xs, f = grad.to(acc), x.to(acc), features.to(acc)
+    positions = (grid.expand(b, n, 2) if grid.dim() == 2 else grid).to(acc).reshape(b, n, 1, 2)
+    sampled = torch.nn.functional.grid_sample(xs, positions, mode="bilinear", padding_mode="zeros",
+                                              align_corners=align_corners)[..., 0]  # (B,C,N)
+    grad_sampled = (gy[:, None, :] * f)[..., None]
+    dx, dgrid = torch.ops.aten.grid_sampler_2d_backward(grad_sampled, xs, positions, 0, 0, align_corners,
+                                                        [True, True])  # bilinear, zeros
+    dgrid = dgrid.reshape(b, n, 2)
+    if grid.dim() == 2:
+        dgrid = dgrid.sum(0)
+    return dx, dgrid, torch.einsum("bn,bcn->cn", gy, sampled), gy.sum(0)
 
 
 def bilinear_taps(grid: Tensor, h: int, w: int, align_corners: bool):
