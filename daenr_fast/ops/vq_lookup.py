@@ -53,6 +53,7 @@ vmap over stacked inputs z (G,M,D) with one codebook folds G into M; stacked cod
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -156,8 +157,9 @@ def _torch_forward(z, codebook):
     m, dim = z.shape
     k = codebook.shape[0]
     centre, codes, sqnorm, stats = _centred_codebook(codebook, work)
-    scale, en_max = stats[0], stats[1].to(torch.float64)
+    scale, en_max = stats.tolist()
     a, b = _window(work, dim, _matmul_input_roundoff(z.device) if work == torch.float32 else 0.0)
+    w0, w1 = a * en_max, 2 * a * math.sqrt(en_max)  # W = w0 + w1 ||Z|| + b ||Z||^2
     flagged = sqnorm.isnan().nonzero()[:, 0]  # non-finite codes: scored +inf, always rescored
     sqnorm = sqnorm.masked_fill(sqnorm.isnan(), torch.inf)
     all_codes = torch.arange(k, device=z.device)
@@ -165,10 +167,10 @@ def _torch_forward(z, codebook):
     rows = max(1, _TORCH_CHUNK // k)
     idx, dist = [], []
     for start in range(0, m, rows):
-        zc = (z[start:start + rows].to(work) - centre).mul_(scale)
+        zc = torch.sub(z[start:start + rows], centre).mul_(scale)
         n = zc.shape[0]
-        zn2 = torch.linalg.vecdot(zc, zc).to(torch.float64)  # its rounding is inside the window's margin
-        window = (a * (en_max + 2 * zn2.sqrt() * en_max.sqrt()) + b * zn2).to(work)
+        zn2 = torch.linalg.vecdot(zc, zc)  # rounding in w: inside the window's margin; +inf -> whole row
+        window = zn2.sqrt().mul_(w1).add_(zn2, alpha=b).add_(w0)
         x = torch.addmm(sqnorm, zc, codes.t(), beta=1, alpha=-2)
         lead = x.argmin(1, keepdim=True)  # a NaN score leads: its row's threshold is NaN
         threshold = x.gather(1, lead)[:, 0] + 2 * window
