@@ -14,21 +14,23 @@ sit far from the origin, so it only *preselects*; the answer comes from exact di
    (exponent clamped to the normal range of w). Codes ``E_k = fl_w(e_k - c) * s``, rows ``Z = fl_w(z - c) * s``
    (one rounding each), ``en_k = ||E_k||^2``. Codes with a non-finite component get ``en_k = NaN``.
 2. Scores ``x_k = en_k - 2 Z.E_k`` (a GEMM, blocked over the codebook) and, per row, the window
-   ``W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2`` with ``a = 2 (2 u_in + (D + 8) u)``, ``b = 8 u``
-   (u the unit roundoff of w, u_in the relative rounding of the GEMM's inputs: 0 for IEEE float32/float64
-   products, more under TF32/bf16 matmul modes).
+   ``W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2`` with ``a = 2 ((1 + u_in)^2 (1 + gamma_{D+8}) - 1)``,
+   ``b = 8 u`` (``gamma_n = n u / (1 - n u)``, u the unit roundoff of w, u_in the relative rounding of the GEMM's
+   inputs: 0 for IEEE float32/float64 products, more under TF32/bf16 matmul modes).
 3. Candidates: every code with ``x_k <= min_j x_j + 2 W``, or with a NaN score. Each is rescored exactly:
    ``sum_d (z_d - e_kd)^2`` from the original values, in float64. The lowest exact distance wins; exact ties go
-   to the lowest index (codes are visited in increasing order; improvements must be strict).
+   to the lowest index (blocked kernels visit codes in increasing order and keep strict improvements only;
+   parallel merges compare (distance, index)).
 
 Precision argument. With ``D_k = ||Z||^2 + x_k`` and the true scaled distance ``d_k = s^2 ||z - e_k||^2``:
 centring rounds each component by at most u relative, which moves ``d_k`` by at most
-``2u (||Z|| + ||E_k||)^2``; the GEMM's error is at most ``(2 u_in + gamma_D) sum_d |Z_d E_kd|`` (any summation
-order, FMA or not; ``gamma_D = Du/(1-Du)``), ``en_k`` and the subtraction add ``2u (en_k + 2 |Z.E_k|)``. So
-``|D_k - d_k| <= W/2`` for every k (``a``, ``b`` are twice the bound; underflow in the scaled frame is absorbed
-because ``en_max >= 1/4`` unless all codes coincide, where every code is a candidate). If k* is the true argmin and
-j the best score, ``x_{k*} <= x_j + W`` (the 2W used also covers rounding of the threshold), so the true argmin is
-always rescored. The float64 rescoring has relative error ``<= D 2^-53``: the chosen index is the exact argmin
+``2u (||Z|| + ||E_k||)^2 (1 + 2u)``; the GEMM's error is at most ``((1 + u_in)^2 (1 + gamma_D) - 1)
+sum_d |Z_d E_kd|`` (any summation order, FMA or not), ``en_k`` and the subtraction add
+``2u (en_k + 2 |Z.E_k|)``. Since ``gamma_{D+8} >= gamma_D + 8u``, ``|D_k - d_k| <= W/2`` for every k (``a``,
+``b`` are at least twice the bound; underflow in the scaled frame is absorbed because ``en_max >= 1/4`` unless all
+codes coincide, where every code is a candidate). If k* is the true argmin and j the best score,
+``x_{k*} <= x_j + W`` (the 2W used also covers rounding of the threshold), so the true argmin is always
+rescored. The float64 rescoring has relative error ``<= D 2^-53``: the chosen index is the exact argmin
 except between codes whose true distances differ by less than about ``1e-14`` relative -- far below the float32
 resolution of the distances themselves -- and ``dist`` is the float64 distance rounded once to the output dtype.
 Typically one or two codes per row are rescored (the window is about ``D u`` relative to the scores); when every
@@ -113,7 +115,9 @@ def _matmul_input_roundoff(device: torch.device) -> float:
 def _window(work: torch.dtype, dim: int, input_roundoff: float = 0.0) -> tuple[float, float]:
     """(a, b) of the per-row window ``W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2`` (module docstring)."""
     u = _UNIT_ROUNDOFF[work]
-    return 2.0 * (2.0 * input_roundoff + (dim + 8) * u), 8.0 * u
+    n = (dim + 8) * u
+    gamma = n / (1 - n) if n < 1 else math.inf
+    return 2.0 * ((1 + input_roundoff) ** 2 * (1 + gamma) - 1), 8.0 * u
 
 
 def _centred_codebook(codebook: Tensor, work: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -165,13 +169,14 @@ def _torch_forward(z, codebook):
     all_codes = torch.arange(k, device=z.device)
     e64 = codebook.to(torch.float64)
     rows = max(1, _TORCH_CHUNK // k)
+    scores = z.new_empty((min(rows, m), k), dtype=work)  # one buffer for every block
     idx, dist = [], []
     for start in range(0, m, rows):
         zc = torch.sub(z[start:start + rows], centre).mul_(scale)
         n = zc.shape[0]
         zn2 = torch.linalg.vecdot(zc, zc)  # rounding in w: inside the window's margin; +inf -> whole row
         window = zn2.sqrt().mul_(w1).add_(zn2, alpha=b).add_(w0)
-        x = torch.addmm(sqnorm, zc, codes.t(), beta=1, alpha=-2)
+        x = torch.addmm(sqnorm, zc, codes.t(), beta=1, alpha=-2, out=scores[:n])
         lead = x.argmin(1, keepdim=True)  # a NaN score leads: its row's threshold is NaN
         threshold = x.gather(1, lead)[:, 0] + 2 * window
         whole = ~threshold.isfinite()  # a NaN/overflowing row: all its codes are rescored
