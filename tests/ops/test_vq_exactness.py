@@ -160,6 +160,18 @@ def test_a_distance_beyond_float32_is_inf(target):
     check_exact(z, e, idx, dist)
 
 
+def test_gaps_below_float32_resolution_are_resolved(target):
+    """Two codes whose distances to z differ by 1.5e-8 relative (a quarter of float32's resolution at 1): the
+    nearer one (index 1) wins, although both distances round to 1.0 in float32."""
+    backend, device = target
+    e = torch.tensor([[1 - 2.0 ** -24, 1.5 * 2.0 ** -12, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    z = torch.zeros(3, 3)
+    z[2, 2] = 2.0 ** -13  # moves both distances by the same amount
+    idx, dist = vq_lookup(z.to(device), e.to(device), backend=backend)
+    assert idx.tolist() == [1, 1, 1]
+    check_exact(z, e, idx, dist)
+
+
 def with_specials(dtype):
     """A codebook with a NaN code (index 2) and a +inf code (index 0); z rows: plain, one with a NaN, one with
     +inf in the inf code's coordinate (its distance to code 0 is NaN, to the others +inf)."""
