@@ -16,15 +16,15 @@ from pathlib import Path
 NAME = "bench"
 HELP = "benchmark the fused ops and end-to-end training; print tables and save JSON, CSV, Markdown and PNG"
 
-ALL_OPS = ("readout", "poisson", "vq", "e2e")
+ALL_OPS = ("readout", "gaussian", "poisson", "vq", "e2e")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--ops", default="readout,poisson,vq,e2e",
-                        help="comma-separated subset of readout,poisson,vq,e2e (default: all)")
+    parser.add_argument("--ops", default=",".join(ALL_OPS),
+                        help=f"comma-separated subset of {','.join(ALL_OPS)} (default: all)")
     parser.add_argument("--sizes", default="all",
-                        help="comma-separated size tiers: paper, mid, sensorium (readout), large (poisson, vq), "
-                             "tiny; 'all' (default) = every tier of each op but tiny")
+                        help="comma-separated size tiers: paper, mid, sensorium (readout), sensorium, large "
+                             "(gaussian), large (poisson, vq), tiny; 'all' (default) = every tier of each op but tiny")
     parser.add_argument("--modes", default=None, help="comma-separated subset of fwd,fwd+bwd (default: all)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
