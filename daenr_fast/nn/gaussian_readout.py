@@ -358,6 +358,9 @@ class FullGaussian2d(nn.Module):
             raise ValueError(f"x has {c} channels but the readout reads {self._shape[0]} (in_shape={self.in_shape})")
         if (h, w) != self._shape[1:]:
             warnings.warn("the specified feature map dimension is not the readout's expected input dimension")
+        if x.dtype != self.sigma.dtype or x.device != self.sigma.device:
+            raise TypeError(f"x is {x.dtype} on {x.device} but the readout's parameters are {self.sigma.dtype} on "
+                            f"{self.sigma.device}; convert one of them (x.to(...) or readout.to(...))")
         features = self.features.reshape(c, self.outdims)
         bias = self.bias
         grid = self.sample_grid(batch_size=b if self.batch_sample else 1, sample=sample)  # (B or 1, N, 1, 2)
@@ -377,6 +380,9 @@ class FullGaussian2d(nn.Module):
             per_batch = positions.expand(b, *positions.shape) if positions.dim() == 2 else positions
             sampled = F.grid_sample(x, per_batch[:, :, None, :], align_corners=self.align_corners)
             return sampled[..., 0] * features
+        if bias is not None and bias.dtype != x.dtype:  # a mean_activity of another dtype became the bias
+            y = gaussian_readout(x, positions, features, align_corners=self.align_corners, backend=self.backend)
+            return y + bias
         return gaussian_readout(x, positions, features, bias, align_corners=self.align_corners, backend=self.backend)
 
     def __repr__(self) -> str:

@@ -193,6 +193,16 @@ def test_grid_and_mu_dispersion():
     assert ours.grid.shape == (1, N, 1, 2)
 
 
+def test_a_mean_activity_of_another_dtype_becomes_the_bias_and_promotes_the_output():
+    mean = torch.linspace(0.1, 2.0, N, dtype=torch.float64)
+    torch.manual_seed(0)
+    theirs = npr.FullGaussian2d(IN_SHAPE, N, True, mean_activity=mean.clone())
+    torch.manual_seed(0)
+    ours = dnn.FullGaussian2d(IN_SHAPE, N, True, mean_activity=mean.clone())
+    assert ours.bias.dtype == theirs.bias.dtype == torch.float64
+    assert_same_run(theirs, ours, _input())
+
+
 def test_mean_activity_becomes_the_bias_storage():
     mean = torch.linspace(0.5, 1.5, N)
     ours = dnn.FullGaussian2d(IN_SHAPE, N, True, mean_activity=mean)
