@@ -138,20 +138,26 @@ def _centred_codebook(codebook: Tensor, work: torch.dtype) -> tuple[Tensor, Tens
     return centre, codes, sqnorm, torch.stack([scale, sq.amax().to(work)])
 
 
-def _rescore(z: Tensor, e64: Tensor, rows: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
-    """Exact float64 distances of the (row, code) pairs (any order, repeats allowed) reduced per row of z by the
-    rule: the lowest distance, then the lowest code; NaN never wins -> (idx, dist float64), one per row of z."""
-    m, k = z.shape[0], e64.shape[0]
-    best = torch.full((m,), torch.inf, dtype=torch.float64, device=z.device)
+def _rescore(z: Tensor, e64: Tensor, lead: Tensor, rows: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact float64 distances of the candidates -- ``lead[i]`` for every row i of z, and the pairs (rows, codes),
+    any order, repeats allowed -- reduced per row by the rule: the lowest distance, then the lowest code; NaN never
+    wins -> (idx, dist float64), one per row of z."""
+    diff = z.to(torch.float64) - e64[lead]  # out of place: z may already be float64
+    lead_dist = torch.linalg.vecdot(diff, diff)
+    if not len(rows):  # rows with NaN/overflow and non-finite codes always bring pairs: lead_dist has no NaN
+        return lead, lead_dist
+    k = e64.shape[0]
     step = max(1, _TORCH_CHUNK // max(1, z.shape[1]))
     parts = []
     for r, c in zip(rows.split(step), codes.split(step)):
-        diff = z[r].to(torch.float64).sub_(e64[c])
+        diff = z[r].to(torch.float64) - e64[c]
         parts.append(torch.linalg.vecdot(diff, diff))
     d = torch.cat(parts)
+    best = lead_dist.masked_fill(lead_dist.isnan(), torch.inf)
     best.scatter_reduce_(0, rows, d.masked_fill(d.isnan(), torch.inf), "amin")
-    win = d == best[rows]  # never true for NaN
-    first = torch.full((m,), k, dtype=torch.int64, device=z.device).scatter_reduce_(0, rows[win], codes[win], "amin")
+    first = torch.where(lead_dist == best, lead, k)  # never true for NaN
+    win = d == best[rows]
+    first.scatter_reduce_(0, rows[win], codes[win], "amin")
     none = first == k  # every distance of the row is NaN
     return first.masked_fill(none, 0), best.masked_fill(none, torch.nan)
 
@@ -184,10 +190,10 @@ def _torch_forward(z, codebook):
         more = (x.scatter_(1, lead, torch.inf).amin(1) <= threshold).nonzero()[:, 0]  # rows with more candidates
         rm, cm = (x[more] <= threshold[more, None]).nonzero(as_tuple=True)
         rw = whole.nonzero()[:, 0]
-        rows_n = torch.arange(n, device=z.device)
-        r = torch.cat([rows_n, more[rm], rw.repeat_interleave(k), rows_n.repeat_interleave(len(flagged))])
-        c = torch.cat([lead[:, 0], cm, all_codes.repeat(len(rw)), flagged.repeat(n)])
-        i, d = _rescore(z[start:start + rows], e64, r, c)
+        r = torch.cat([more[rm], rw.repeat_interleave(k),
+                       torch.arange(n, device=z.device).repeat_interleave(len(flagged))])
+        c = torch.cat([cm, all_codes.repeat(len(rw)), flagged.repeat(n)])
+        i, d = _rescore(z[start:start + rows], e64, lead[:, 0], r, c)
         idx.append(i)
         dist.append(d)
     if not idx:
