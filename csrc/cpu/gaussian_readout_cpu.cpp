@@ -37,8 +37,9 @@ using daenr::gaussian::kTaps;
 
 constexpr int64_t kLanes = 8;
 constexpr int64_t kMinNeuronsPerTask = 64;
-constexpr int64_t kGroupBytes = 1 << 20;
-constexpr int64_t kMaxGroup = 8;
+constexpr int64_t kGroupBytes = 4 << 20;
+constexpr int64_t kMaxGroup = 32;
+constexpr int64_t kNeuronBlock = 64;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -182,14 +183,15 @@ void forward_kernel(const scalar_t* x, const scalar_t* grid, const scalar_t* ft,
         for (int64_t i = 0; i < bn; ++i) map.pack(x + (b0 + i) * C * H * W, padded.data() + i * map_size);
         packed = g;
       }
-      for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t k0 = n0; k0 < n1; k0 += kNeuronBlock) {  // a block's features stay in cache for the group
         for (int64_t i = 0; i < bn; ++i) {
-          const int64_t b = b0 + i;
+          for (int64_t n = k0, b = b0 + i; n < std::min(n1, k0 + kNeuronBlock); ++n) {
           const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
           scalar_t s[kTaps];
           tap_dots<scalar_t, false>(padded.data() + i * map_size + t.row * C, map.Wp * C, ft + n * C, C, s);
           const scalar_t v = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
           y[b * N + n] = bias ? v + bias[n] : v;
+          }
         }
       }
     }
@@ -211,9 +213,9 @@ void pass_neurons(const scalar_t* gy, const scalar_t* x, const scalar_t* grid, c
     for (int64_t b0 = 0; b0 < B; b0 += group) {
       const int64_t bn = std::min(group, B - b0);
       for (int64_t i = 0; i < bn; ++i) map.pack(x + (b0 + i) * C * H * W, padded.data() + i * map_size);
-      for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t k0 = n0; k0 < n1; k0 += kNeuronBlock) {
         for (int64_t i = 0; i < bn; ++i) {  // b in order: df[n] sums over the batch in order
-          const int64_t b = b0 + i;
+          for (int64_t n = k0, b = b0 + i; n < std::min(n1, k0 + kNeuronBlock); ++n) {
           const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
           const scalar_t g = gy[b * N + n];
           const scalar_t gw[kTaps] = {g * t.w[0], g * t.w[1], g * t.w[2], g * t.w[3]};
@@ -223,6 +225,7 @@ void pass_neurons(const scalar_t* gy, const scalar_t* x, const scalar_t* grid, c
           scalar_t* out = dgrid_rows + (b * N + n) * 2;
           out[0] = g * sx * daenr::gaussian::value_slope_x(t.corner, s);
           out[1] = g * sy * daenr::gaussian::value_slope_y(t.corner, s);
+          }
         }
       }
     }
@@ -245,13 +248,14 @@ void pass_scatter(const scalar_t* gy, const scalar_t* grid, const scalar_t* ft, 
       const int64_t c0 = (task % ranges) * per_range, c1 = std::min(C, c0 + per_range);
       if (c0 >= c1) continue;
       std::fill(padded.begin(), padded.end(), scalar_t(0));
-      for (int64_t n = 0; n < N; ++n) {  // neurons in order: the sum at every pixel has a fixed order
+      for (int64_t k0 = 0; k0 < N; k0 += kNeuronBlock) {  // neurons in order: each pixel sums in a fixed order
         for (int64_t i = 0; i < bn; ++i) {
-          const int64_t b = b0 + i;
+          for (int64_t n = k0, b = b0 + i; n < std::min(N, k0 + kNeuronBlock); ++n) {
           const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
           const scalar_t g = gy[b * N + n];
           const scalar_t gw[kTaps] = {g * t.w[0], g * t.w[1], g * t.w[2], g * t.w[3]};
           tap_axpys(padded.data() + i * map_size + t.row * C, map.Wp * C, C, ft + n * C, gw, c0, c1);
+          }
         }
       }
       for (int64_t i = 0; i < bn; ++i) {
