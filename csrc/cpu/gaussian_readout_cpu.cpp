@@ -8,8 +8,10 @@
 // Layout. One batch entry's map is copied channels-last with a zero border (1 pixel before, 2 after: row
 // (y+1)*(W+3) + (x+1) holds the C channels of pixel (y,x)), and the features transposed to (N,C). A neuron then
 // reads its four taps as four contiguous C-vectors (taps off the map land on the zero border, so no tap needs a
-// test) and every sum over channels is a vectorised dot product or axpy. No (B,C,N) tensor exists: the scratch is
-// f transposed, df transposed, and one padded map (two in the backward) per thread.
+// test) and every sum over channels is a vectorised dot product or axpy. Batch entries are taken in groups (as
+// many padded maps as fit in kGroupBytes) and neurons in blocks of kNeuronBlock, so that a block's features are
+// read from memory once per group. No (B,C,N) tensor exists: the scratch is f transposed, df transposed, and one
+// group of padded maps per thread.
 //
 // Determinism. Every output element has exactly one owner, which sums in a fixed order independent of how the
 // work is split, so results are bit-identical from run to run and for every thread count:
@@ -186,11 +188,11 @@ void forward_kernel(const scalar_t* x, const scalar_t* grid, const scalar_t* ft,
       for (int64_t k0 = n0; k0 < n1; k0 += kNeuronBlock) {  // a block's features stay in cache for the group
         for (int64_t i = 0; i < bn; ++i) {
           for (int64_t n = k0, b = b0 + i; n < std::min(n1, k0 + kNeuronBlock); ++n) {
-          const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
-          scalar_t s[kTaps];
-          tap_dots<scalar_t, false>(padded.data() + i * map_size + t.row * C, map.Wp * C, ft + n * C, C, s);
-          const scalar_t v = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
-          y[b * N + n] = bias ? v + bias[n] : v;
+            const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
+            scalar_t s[kTaps];
+            tap_dots<scalar_t, false>(padded.data() + i * map_size + t.row * C, map.Wp * C, ft + n * C, C, s);
+            const scalar_t v = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
+            y[b * N + n] = bias ? v + bias[n] : v;
           }
         }
       }
@@ -216,15 +218,15 @@ void pass_neurons(const scalar_t* gy, const scalar_t* x, const scalar_t* grid, c
       for (int64_t k0 = n0; k0 < n1; k0 += kNeuronBlock) {
         for (int64_t i = 0; i < bn; ++i) {  // b in order: df[n] sums over the batch in order
           for (int64_t n = k0, b = b0 + i; n < std::min(n1, k0 + kNeuronBlock); ++n) {
-          const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
-          const scalar_t g = gy[b * N + n];
-          const scalar_t gw[kTaps] = {g * t.w[0], g * t.w[1], g * t.w[2], g * t.w[3]};
-          scalar_t s[kTaps];
-          tap_dots<scalar_t, true>(padded.data() + i * map_size + t.row * C, map.Wp * C, ft + n * C, C, s, gw,
-                                   dft + n * C);
-          scalar_t* out = dgrid_rows + (b * N + n) * 2;
-          out[0] = g * sx * daenr::gaussian::value_slope_x(t.corner, s);
-          out[1] = g * sy * daenr::gaussian::value_slope_y(t.corner, s);
+            const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
+            const scalar_t g = gy[b * N + n];
+            const scalar_t gw[kTaps] = {g * t.w[0], g * t.w[1], g * t.w[2], g * t.w[3]};
+            scalar_t s[kTaps];
+            tap_dots<scalar_t, true>(padded.data() + i * map_size + t.row * C, map.Wp * C, ft + n * C, C, s, gw,
+                                     dft + n * C);
+            scalar_t* out = dgrid_rows + (b * N + n) * 2;
+            out[0] = g * sx * daenr::gaussian::value_slope_x(t.corner, s);
+            out[1] = g * sy * daenr::gaussian::value_slope_y(t.corner, s);
           }
         }
       }
@@ -251,10 +253,10 @@ void pass_scatter(const scalar_t* gy, const scalar_t* grid, const scalar_t* ft, 
       for (int64_t k0 = 0; k0 < N; k0 += kNeuronBlock) {  // neurons in order: each pixel sums in a fixed order
         for (int64_t i = 0; i < bn; ++i) {
           for (int64_t n = k0, b = b0 + i; n < std::min(N, k0 + kNeuronBlock); ++n) {
-          const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
-          const scalar_t g = gy[b * N + n];
-          const scalar_t gw[kTaps] = {g * t.w[0], g * t.w[1], g * t.w[2], g * t.w[3]};
-          tap_axpys(padded.data() + i * map_size + t.row * C, map.Wp * C, C, ft + n * C, gw, c0, c1);
+            const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
+            const scalar_t g = gy[b * N + n];
+            const scalar_t gw[kTaps] = {g * t.w[0], g * t.w[1], g * t.w[2], g * t.w[3]};
+            tap_axpys(padded.data() + i * map_size + t.row * C, map.Wp * C, C, ft + n * C, gw, c0, c1);
           }
         }
       }
