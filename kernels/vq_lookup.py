@@ -1,9 +1,9 @@
 """Triton kernel of the VQ nearest-codebook lookup (see :mod:`daenr_fast.ops.vq_lookup` for the method and the full
 precision argument).
 
-One program owns BLOCK_M rows. It centres and scales them on the fly, ``Z = fl(z - c) * s`` in float32 (the
-frame c, s, the scaled codes E, their squared norms ``en`` (NaN for non-finite codes) and ``en_max`` come from the
-caller), takes ``||Z||^2`` in float64 and the row window ``W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2``,
+One program owns BLOCK_M rows. It centres and scales them on the fly, ``Z = fl(z s - c s)`` in float32 (the
+frame -- s, the scaled centre c s, the scaled codes E, their squared norms ``en`` (NaN for non-finite codes) and
+``en_max`` -- comes from the caller), takes ``||Z||^2`` in float64 and the row window ``W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2``,
 then walks the codebook in BLOCK_K tiles: scores ``x = en - 2 Z E^T`` from ``tl.dot`` over BLOCK_D slices (float32
 accumulation; IEEE products for float32 inputs, TF32 for half inputs, whose input rounding ``TF32_ROUNDOFF`` the
 caller puts into ``a``), the running row minimum of the scores (NaN ignored), and the tile's candidates
@@ -11,9 +11,9 @@ caller puts into ``a``), the running row minimum of the scores (NaN ignored), an
 ``sum_d (z_d - e_kd)^2`` in float64 from the original inputs; a strictly smaller distance wins, so ties go to the
 lowest index, and NaN never wins (a row with only NaN distances gets index 0, distance NaN). Every score is within
 ``W/2`` of the true scaled distance, so the true argmin is always rescored; the index is exact up to float64
-rounding of the distances, the distance is rounded once to float32 (+inf beyond its range). The centring is one
-float32 subtraction: were subnormal differences flushed to zero, that would matter only for codebooks whose
-spread is below ~1e-32 (the scale s then exceeds 2^106). Nothing of size M x K is stored.
+rounding of the distances, the distance is rounded once to float32 (+inf beyond its range). Scaling before the
+subtraction is exact, so flushing subnormals could only drop values far below the window. Nothing of size
+M x K is stored.
 """
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ FLOAT32_OVERFLOW: tl.constexpr = tl.constexpr((2.0 - 2.0 ** -24) * 2.0 ** 127)
 
 @triton.jit
 def _centred_rows(z_ptr, centre_ptr, rows, row_ok, d0, dims, D, scale):
-    """Z[rows, d0 + dims] = fl(z - c) * s in float32, zero outside the bounds."""
+    """Z[rows, d0 + dims] = fl(z s - c s) in float32 (centre_ptr holds c s), zero outside the bounds."""
     d_ok = (d0 + dims) < D
     mask = row_ok[:, None] & d_ok[None, :]
     zt = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + d0 + dims[None, :], mask=mask, other=0.0)
-    c = tl.load(centre_ptr + d0 + dims, mask=d_ok, other=0.0)
-    return tl.where(mask, (zt.to(tl.float32) - c[None, :]) * scale, 0.0)
+    cs = tl.load(centre_ptr + d0 + dims, mask=d_ok, other=0.0)
+    return tl.where(mask, zt.to(tl.float32) * scale - cs[None, :], 0.0)
 
 
 @triton.jit
@@ -99,7 +99,8 @@ def forward(z: torch.Tensor, codebook: torch.Tensor, centre: torch.Tensor, codes
             stats: torch.Tensor, window_codes: float, window_rows: float, ieee: bool
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices (M,) int64, squared distances (M,) float32) for contiguous z (M,D), codebook (K,D), K >= 1, and its
-    frame in float32: centre (D,), scaled codes (K,D), their squared norms (K,), stats = (scale, en_max)."""
+    frame in float32: the scaled centre (D,), scaled codes (K,D), their squared norms (K,), stats = (scale,
+    en_max)."""
     m, d = z.shape
     idx = torch.zeros(m, dtype=torch.int64, device=z.device)
     dist = torch.zeros(m, dtype=torch.float32, device=z.device)

@@ -2,7 +2,7 @@
 //
 // Frame: c = mean of the finite codes (float64 sum, rounded to T), s = a power of two bringing max |e - c| into
 // [1/2, 1). Codes E_k = fl(e_k - c) s, en_k = ||E_k||^2 (NaN for a code with a non-finite component, whose E_k
-// is zero); rows Z = fl(z_m - c) s, one tile at a time.
+// is zero); rows Z = fl(z_m s - c s) (= fl(z_m - c) s), one tile at a time.
 // Scores: x_k = en_k - 2 Z.E_k, one GEMM per (row tile, code block) into a per-thread workspace of kRows x kCodes
 // values (L2-sized). Window: W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2 with a, b from the caller
 // (daenr_fast/ops/vq_lookup.py, _window).
@@ -52,7 +52,7 @@ T saturate(double v) {
 
 template <typename T>
 struct Frame {
-  std::vector<T> centre;
+  std::vector<T> centre;  // c s once the frame is done
   at::Tensor codes;  // (K,D) E, zero rows for the non-finite codes
   std::vector<T> sqnorm;
   T scale = 1;
@@ -100,6 +100,7 @@ Frame<T> centred_codebook(const at::Tensor& codebook) {
     f.sqnorm[k] = finite[k] ? saturate<T>(sq) : std::numeric_limits<T>::quiet_NaN();
     f.en_max = std::max(f.en_max, sq);
   }
+  for (T& v : f.centre) v *= f.scale;  // exact: a power of two (and |c| s stays far from overflow)
   return f;
 }
 
@@ -198,7 +199,7 @@ void lookup(const at::Tensor& z, const at::Tensor& codebook, double a, double b,
         const T* zr = zp + (m0 + i) * D;
         double zn2 = 0;
         for (int64_t d = 0; d < D; ++d) {
-          const T v = T(zr[d] - f.centre[d]) * f.scale;
+          const T v = zr[d] * f.scale - f.centre[d];
           zc[i * D + d] = v;
           zn2 += double(v) * double(v);
         }

@@ -1,24 +1,27 @@
 // VQ nearest-codebook lookup on CUDA without the M x K distance matrix, exact in float32 (the method and the full
 // precision argument are in daenr_fast/ops/vq_lookup.py).
 //
-// 1. frame_kernel (one block): c = mean of the finite codes (double sums), s = a power of two bringing
-//    max |e - c| into [1/2, 1); codes E = fl((e - c) s) (zero for non-finite codes), en = ||E||^2 (NaN for
-//    non-finite codes), stats = (s, en_max). The centring runs in double, so float flush-to-zero
-//    (--use_fast_math) cannot swallow small offsets before the scaling.
-// 2. rows_kernel (one warp per row): Z = fl((z - c) s), the window W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2
-//    with ||Z||^2 in double (+inf when it overflows float: then the whole row is rescored).
-// 3. vq_lookup_kernel: a block owns kBM rows and walks the codebook in tiles of kBN codes; scores x = en - 2 Z.E of
-//    a (kBM x kBN) tile are accumulated in float registers (4 x 4 per thread, IEEE FMAs) from kBD-wide slices of
-//    Z and E staged in shared memory. After each tile the 16 threads of a row merge their minimum score (NaN
-//    ignored) into the row's running minimum; every score !(x > min + 2W) of the tile -- NaN included -- is
-//    rescored exactly, sum_d (z_d - e_kd)^2 in double from the original inputs, in a fixed order. Each thread keeps
-//    the lowest exact distance over its codes (visited in increasing order, strict improvement, NaN never wins);
-//    the 16 threads of a row then merge by (distance, index), so ties go to the lowest index. A row without a
-//    non-NaN distance gets index 0 and distance NaN.
+// 1. frame_kernel (one block): c = mean of the finite codes (double sums, rounded to float), s = a power of two
+//    bringing max |e - c| into [1/2, 1); the scaled centre cs = c s, en_k = ||E_k||^2 (NaN for a code with a
+//    non-finite component) and stats = (s, en_max), where E = fl(e s - cs) = fl(e - c) s. Scaling before the
+//    subtraction is exact, so float flush-to-zero (--use_fast_math) only ever drops values below 2^-126 of the
+//    scaled frame, which the window absorbs.
+// 2. rows_kernel (one warp per row): the window W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2 of
+//    Z = fl(z s - cs), ||Z||^2 in double (+inf when it overflows float: then the whole row is rescored).
+// 3. vq_lookup_kernel: a block owns kBM rows and walks the codebook in tiles of kBN codes; Z and E are formed while
+//    kBD-wide slices are staged in shared memory (one FMA each, the same expression as in step 1), and the scores
+//    x = en - 2 Z.E of a (kBM x kBN) tile are accumulated in float registers (4 x 4 per thread, IEEE FMAs). After
+//    each tile the 16 threads of a row merge their minimum score (NaN ignored) into the row's running minimum;
+//    every score !(x > min + 2W) of the tile -- NaN included -- is rescored exactly, sum_d (z_d - e_kd)^2 in
+//    double from the original inputs, in a fixed order. Each thread keeps the lowest exact distance over its
+//    codes (visited in increasing order, strict improvement, NaN never wins); the 16 threads of a row then merge
+//    by (distance, index), so ties go to the lowest index. A row without a non-NaN distance gets index 0 and
+//    distance NaN.
 // Every score is within W/2 of the true scaled distance (centring, FMA accumulation in any order, en and the
-// subtraction included; flushed subnormal products are absorbed because en_max >= 1/4 unless all codes coincide,
-// when every code is a candidate), so the true argmin is always rescored; the index is exact up to the double
-// rounding of the distances (~D 2^-53 relative) and the distance is rounded once to float32 (+inf beyond its range).
+// subtraction included; flushed subnormals are absorbed because en_max >= 1/4 unless all codes coincide, when
+// every code is a candidate), so the true argmin is always rescored; the index is exact up to the double rounding
+// of the distances (~D 2^-53 relative) and the distance is rounded once to float32 (+inf beyond its range).
+// Workspace: D + K + 2 + M floats.
 #include "cuda/vq_lookup_cuda.cuh"
 
 #include <type_traits>
@@ -56,7 +59,7 @@ __device__ double block_reduce(double v, double* part) {
 
 template <typename T>
 __global__ void __launch_bounds__(kFrameThreads) frame_kernel(const T* __restrict__ e, int64_t K, int64_t D,
-                                                              float* __restrict__ centre, float* __restrict__ codes,
+                                                              float* __restrict__ centre,
                                                               float* __restrict__ sqnorm, float* __restrict__ stats) {
   __shared__ double part[kFrameThreads];
   const int t = threadIdx.x, lane = t % 32, warp = t / 32;
@@ -91,7 +94,7 @@ __global__ void __launch_bounds__(kFrameThreads) frame_kernel(const T* __restric
     }
     __syncthreads();
   }
-  // Scale from the largest offset of a finite code.
+  // Scale from the largest offset of a finite code; then the centre is stored scaled.
   double spread = 0;
   for (int64_t i = t; i < K * D; i += kFrameThreads) {
     if (!isnan(sqnorm[i / D])) spread = fmax(spread, fabs(double(to_float(e[i])) - double(centre[i % D])));
@@ -99,17 +102,18 @@ __global__ void __launch_bounds__(kFrameThreads) frame_kernel(const T* __restric
   spread = block_reduce<true>(spread, part);
   int exponent = 0;
   frexp(spread, &exponent);
-  const double scale = ldexp(1.0, -min(max(exponent, -kScaleExponent), kScaleExponent));
-  // Scaled codes, their squared norms and the largest one.
+  const float scale = ldexpf(1.f, -min(max(exponent, -kScaleExponent), kScaleExponent));
+  for (int64_t d = t; d < D; d += kFrameThreads) centre[d] *= scale;  // exact: a power of two, no overflow
+  __syncthreads();
+  // Squared norms of the scaled codes and the largest one.
   double en_max = 0;
   for (int64_t k = warp; k < K; k += kFrameWarps) {
     const bool ok = !isnan(sqnorm[k]);
     __syncwarp();
     double sq = 0;
     for (int64_t d = lane; d < D; d += 32) {
-      const float v = ok ? float((double(to_float(e[k * D + d])) - double(centre[d])) * scale) : 0.f;
-      codes[k * D + d] = v;
-      sq += double(v) * double(v);
+      const double v = ok ? fmaf(to_float(e[k * D + d]), scale, -centre[d]) : 0.f;
+      sq += v * v;
     }
     for (int off = 16; off > 0; off /= 2) sq += __shfl_xor_sync(0xffffffffu, sq, off);
     if (lane == 0 && ok) sqnorm[k] = float(sq);
@@ -117,7 +121,7 @@ __global__ void __launch_bounds__(kFrameThreads) frame_kernel(const T* __restric
   }
   en_max = block_reduce<true>(en_max, part);
   if (t == 0) {
-    stats[0] = float(scale);
+    stats[0] = scale;
     stats[1] = float(en_max);
   }
 }
@@ -125,16 +129,16 @@ __global__ void __launch_bounds__(kFrameThreads) frame_kernel(const T* __restric
 template <typename T>
 __global__ void rows_kernel(const T* __restrict__ z, int64_t M, int64_t D, const float* __restrict__ centre,
                             const float* __restrict__ stats, float window_codes, float window_rows,
-                            float* __restrict__ zc, float* __restrict__ window) {
+                            float* __restrict__ window) {
   const int64_t row = blockIdx.x * int64_t(kRowThreads / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= M) return;  // whole warps leave together: row is uniform within a warp
-  const double scale = stats[0], en_max = stats[1];
+  const float scale = stats[0];
+  const double en_max = stats[1];
   double zn2 = 0;
   for (int64_t d = lane; d < D; d += 32) {
-    const float v = float((double(to_float(z[row * D + d])) - double(centre[d])) * scale);
-    zc[row * D + d] = v;
-    zn2 += double(v) * double(v);
+    const double v = fmaf(to_float(z[row * D + d]), scale, -centre[d]);
+    zn2 += v * v;
   }
   for (int off = 16; off > 0; off /= 2) zn2 += __shfl_xor_sync(0xffffffffu, zn2, off);
   if (lane == 0) {
@@ -155,16 +159,18 @@ __device__ double exact_distance(const T* __restrict__ zr, const T* __restrict__
 
 template <typename T>
 __global__ void __launch_bounds__(kTX * kTY, 3) vq_lookup_kernel(const T* __restrict__ z, const T* __restrict__ e,
-                                                              const float* __restrict__ zc,
-                                                              const float* __restrict__ codes,
-                                                              const float* __restrict__ sqnorm,
-                                                              const float* __restrict__ window, int64_t M,
-                                                              int64_t K, int64_t D, int64_t* __restrict__ indices,
-                                                              float* __restrict__ dist) {
+                                                                 const float* __restrict__ centre,
+                                                                 const float* __restrict__ sqnorm,
+                                                                 const float* __restrict__ stats,
+                                                                 const float* __restrict__ window, int64_t M,
+                                                                 int64_t K, int64_t D,
+                                                                 int64_t* __restrict__ indices,
+                                                                 float* __restrict__ dist) {
   __shared__ float zs[kBD][kBM + 1];
   __shared__ float es[kBD][kBN + 1];
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kTX + tx;
   const int64_t m0 = blockIdx.x * int64_t(kBM);
+  const float scale = stats[0];
 
   float xmin[4], win[4];
   double best[4];
@@ -187,8 +193,9 @@ __global__ void __launch_bounds__(kTX * kTY, 3) vq_lookup_kernel(const T* __rest
         const int flat = tid + l * kTX * kTY;
         const int r = flat / kBD, c = flat % kBD;
         const int64_t gm = m0 + r, gn = n0 + r, gd = d0 + c;
-        zs[c][r] = (gm < M && gd < D) ? zc[gm * D + gd] : 0.f;
-        es[c][r] = (gn < K && gd < D) ? codes[gn * D + gd] : 0.f;
+        const float cs = gd < D ? centre[gd] : 0.f;
+        zs[c][r] = (gm < M && gd < D) ? fmaf(to_float(z[gm * D + gd]), scale, -cs) : 0.f;
+        es[c][r] = (gn < K && gd < D) ? fmaf(to_float(e[gn * D + gd]), scale, -cs) : 0.f;
       }
       __syncthreads();
 #pragma unroll
@@ -258,7 +265,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-int64_t vq_lookup_workspace(int64_t M, int64_t K, int64_t D) { return D + K * D + K + 2 + M + M * D; }
+int64_t vq_lookup_workspace(int64_t M, int64_t K, int64_t D) { return D + K + 2 + M; }
 
 void vq_lookup_forward(DType dt, const void* z, const void* codebook, int64_t M, int64_t K, int64_t D,
                        float window_codes, float window_rows, float* workspace, int64_t* indices, float* dist,
@@ -270,24 +277,22 @@ void vq_lookup_forward(DType dt, const void* z, const void* codebook, int64_t M,
     check_launch("vq_lookup (D = 0)");
     return;
   }
-  float* centre = workspace;
-  float* codes = centre + D;
-  float* sqnorm = codes + K * D;
+  float* centre = workspace;  // scaled by s once the frame is done
+  float* sqnorm = centre + D;
   float* stats = sqnorm + K;
   float* window = stats + 2;
-  float* zc = window + M;
   dispatch_dtype(dt, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* zp = static_cast<const T*>(z);
     const T* ep = static_cast<const T*>(codebook);
-    frame_kernel<T><<<1, kFrameThreads, 0, stream>>>(ep, K, D, centre, codes, sqnorm, stats);
+    frame_kernel<T><<<1, kFrameThreads, 0, stream>>>(ep, K, D, centre, sqnorm, stats);
     check_launch("frame_kernel");
     const int rows_per_block = kRowThreads / 32;
     rows_kernel<T><<<static_cast<unsigned>(ceil_div(M, rows_per_block)), kRowThreads, 0, stream>>>(
-        zp, M, D, centre, stats, window_codes, window_rows, zc, window);
+        zp, M, D, centre, stats, window_codes, window_rows, window);
     check_launch("rows_kernel");
     vq_lookup_kernel<T><<<static_cast<unsigned>(ceil_div(M, kBM)), dim3(kTX, kTY), 0, stream>>>(
-        zp, ep, zc, codes, sqnorm, window, M, K, D, indices, dist);
+        zp, ep, centre, sqnorm, stats, window, M, K, D, indices, dist);
     check_launch("vq_lookup_kernel");
   });
 }

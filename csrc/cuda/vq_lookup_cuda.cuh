@@ -9,8 +9,7 @@
 
 namespace daenr::cuda {
 
-// Floats of workspace vq_lookup_forward needs: the codebook's frame (D + K*D + K + 2) and, per row, the window and
-// the centred row (M + M*D).
+// Floats of workspace vq_lookup_forward needs: the codebook's frame (D + K + 2) and one window per row (M).
 int64_t vq_lookup_workspace(int64_t M, int64_t K, int64_t D);
 
 // z (M,D) and codebook (K,D) of dtype dt, row-major, K >= 1. window_codes, window_rows: the coefficients a, b of

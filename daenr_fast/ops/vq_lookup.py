@@ -11,8 +11,10 @@ sit far from the origin, so it only *preselects*; the answer comes from exact di
 
 1. Frame: a centre c (the mean of the finite codes, summed in float64, rounded to the working dtype w: float64
    for float64 inputs, float32 otherwise) and a power of two s that brings the largest |e - c| into [1/2, 1)
-   (exponent clamped to the normal range of w). Codes ``E_k = fl_w(e_k - c) * s``, rows ``Z = fl_w(z - c) * s``
-   (one rounding each), ``en_k = ||E_k||^2``. Codes with a non-finite component get ``en_k = NaN``.
+   (exponent clamped to the normal range of w). Codes ``E_k = fl_w(e_k - c) s``, rows ``Z = fl_w(z s - c s)``
+   (one rounding each; the same as ``fl_w(z - c) s`` since s is a power of two, but scaling first means that a
+   flush-to-zero GPU build can only drop values below the normal range of the *scaled* frame),
+   ``en_k = ||E_k||^2``. Codes with a non-finite component get ``en_k = NaN``.
 2. Scores ``x_k = en_k - 2 Z.E_k`` (a GEMM, blocked over the codebook) and, per row, the window
    ``W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2`` with ``a = 2 ((1 + u_in)^2 (1 + gamma_{D+8}) - 1)``,
    ``b = 8 u`` (``gamma_n = n u / (1 - n u)``, u the unit roundoff of w, u_in the relative rounding of the GEMM's
@@ -121,8 +123,8 @@ def _window(work: torch.dtype, dim: int, input_roundoff: float = 0.0) -> tuple[f
 
 
 def _centred_codebook(codebook: Tensor, work: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The frame of step 1: centre (D,), codes E (K,D), en (K,; NaN for non-finite codes), stats (2,) = (s, en_max),
-    all in ``work``; E is zero for the non-finite codes."""
+    """The frame of step 1: the scaled centre c s (D,), codes E (K,D), en (K,; NaN for non-finite codes), stats (2,)
+    = (s, en_max), all in ``work``; E is zero for the non-finite codes."""
     e = codebook.to(work)
     finite = e.isfinite().all(1, keepdim=True)
     total = codebook.to(torch.float64).where(finite, 0.0).sum(0)
@@ -135,7 +137,7 @@ def _centred_codebook(codebook: Tensor, work: torch.dtype) -> tuple[Tensor, Tens
     codes = offsets * scale
     sq = codes.to(torch.float64).square().sum(1)
     sqnorm = sq.to(work).where(finite[:, 0], torch.nan)
-    return centre, codes, sqnorm, torch.stack([scale, sq.amax().to(work)])
+    return centre * scale, codes, sqnorm, torch.stack([scale, sq.amax().to(work)])
 
 
 def _rescore(z: Tensor, e64: Tensor, lead: Tensor, rows: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
@@ -178,7 +180,7 @@ def _torch_forward(z, codebook):
     scores = z.new_empty((min(rows, m), k), dtype=work)  # one buffer for every block
     idx, dist = [], []
     for start in range(0, m, rows):
-        zc = torch.sub(z[start:start + rows], centre).mul_(scale)
+        zc = (z[start:start + rows].to(work) * scale).sub_(centre)
         n = zc.shape[0]
         zn2 = torch.linalg.vecdot(zc, zc)  # rounding in w: inside the window's margin; +inf -> whole row
         window = zn2.sqrt().mul_(w1).add_(zn2, alpha=b).add_(w0)
