@@ -228,9 +228,9 @@ def _triton_backward(grad, x, grid, features, align_corners):
 
 
 def _cast_backward(kernel):
-    """A backward kernel whose four gradients come back in x's dtype."""
+    """A backward kernel whose four gradients come back contiguous, in x's dtype (as the fake implementation)."""
     def run(grad, x, grid, features, align_corners):
-        return tuple(g.to(x.dtype) for g in kernel(grad, x, grid, features, align_corners))
+        return tuple(g.to(x.dtype).contiguous() for g in kernel(grad, x, grid, features, align_corners))
 
     return run
 

@@ -279,6 +279,19 @@ def test_torch_compile_fullgraph_of_the_module_matches_eager(backend, device, tr
         torch.testing.assert_close(a, e)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["per_batch", "shared"])
+def test_opcheck_of_the_custom_ops(backend, device, shared):
+    """Schema, fake implementations (shapes and strides), autograd registration of the forward and backward ops."""
+    from daenr_fast.ops import OPS
+
+    x, grid, f, b = gaussian_inputs(2, 3, 4, 5, 6, device=device, shared=shared, special=False)
+    leaves = [t.requires_grad_() for t in (x, grid, f, b)]
+    torch.library.opcheck(OPS[OP].custom_op, (*leaves, True, backend))
+    torch.library.opcheck(OPS[OP].custom_op, (*leaves[:3], None, False, backend))
+    grad = torch.randn(2, 6, generator=generator(2)).to(device)
+    torch.library.opcheck(OPS[OP].backward_overload, (grad, x.detach(), grid.detach(), f.detach(), True, backend))
+
+
 # ------------------------------------------------------------------------------------------- dispatch, validation
 
 def test_dispatch_on_cpu():
