@@ -1,9 +1,11 @@
 // VQ nearest-codebook lookup on CUDA without the M x K distance matrix, exact in float32 (the method and the full
 // precision argument are in daenr_fast/ops/vq_lookup.py).
 //
-// 1. frame_kernel (one block): c = mean of the finite codes (double sums, rounded to float), s = a power of two
-//    bringing max |e - c| into [1/2, 1); the scaled centre cs = c s, en_k = ||E_k||^2 (NaN for a code with a
-//    non-finite component) and stats = (s, en_max), where E = fl(e s - cs) = fl(e - c) s. Scaling before the
+// 1. The frame, in three kernels over blocks of kFrameCodes codes: frame_sums_kernel flags the codes with a
+//    non-finite component (en = NaN) and adds the finite ones into per-column double sums (one atomic per column
+//    and block); frame_spread_kernel takes max |fl(e - c)| over the finite codes, c = fl(sum / count); and
+//    frame_norms_kernel sets s = a power of two bringing that into [1/2, 1), the scaled centre cs = c s and
+//    en_k = ||E_k||^2 with E = fl(e s - cs) = fl(e - c) s (double sums), and en_max. Scaling before the
 //    subtraction is exact, so float flush-to-zero (--use_fast_math) only ever drops values below 2^-126 of the
 //    scaled frame, which the window absorbs.
 // 2. rows_kernel (one warp per row): the window W = a (en_max + 2 ||Z|| sqrt(en_max)) + b ||Z||^2 of
@@ -21,7 +23,7 @@
 // subtraction included; flushed subnormals are absorbed because en_max >= 1/4 unless all codes coincide, when
 // every code is a candidate), so the true argmin is always rescored; the index is exact up to the double rounding
 // of the distances (~D 2^-53 relative) and the distance is rounded once to float32 (+inf beyond its range).
-// Workspace: D + K + 2 + M floats.
+// Workspace: 3 D + K + M + 6 floats.
 #include "cuda/vq_lookup_cuda.cuh"
 
 #include <type_traits>
@@ -33,97 +35,117 @@ constexpr int kBM = 64, kBN = 64, kBD = 16;
 static_assert(kBM == kBN, "the staging loop loads one row and one code per index");
 constexpr int kTX = 16, kTY = 16;  // blockDim; each thread: rows ty + 16 i, codes tx + 16 j, i, j < 4
 constexpr int kRowThreads = 256;   // 8 warps, one row each
-constexpr int kFrameThreads = 1024;
-constexpr int kFrameWarps = kFrameThreads / 32;
+constexpr int kFrameThreads = 256;   // 8 warps
+constexpr int kFrameCodes = 64;      // codes per frame block
 constexpr int kScaleExponent = 126;  // s stays a normal float
 
 __device__ __forceinline__ float quiet_nan() { return __int_as_float(0x7fc00000); }
 __device__ __forceinline__ float infinity() { return __int_as_float(0x7f800000); }
 
-// Sum / maximum of v over the frame block, returned to every thread; part: kFrameThreads doubles of shared memory.
-template <bool kMax>
-__device__ double block_reduce(double v, double* part) {
-  part[threadIdx.x] = v;
+// The frame's part of the workspace (floats): sums (D doubles), count (1 double), the spread and en_max as float
+// bits for atomicMax (both >= 0, so their bits order like the values), the scaled centre (D), en (K).
+struct Frame {
+  double* sums;
+  double* count;
+  unsigned* spread;
+  float* stats;  // (s, en_max); stats[1] is updated through its bits
+  float* centre;
+  float* sqnorm;
+};
+
+__device__ __forceinline__ float frame_centre(const Frame& f, int64_t d) {
+  return float(f.sums[d] / fmax(*f.count, 1.0));  // the one expression for c, wherever it is needed
+}
+
+// Max of v over the block (v >= 0), folded into *target with one atomicMax on the float bits.
+__device__ void block_max_into(float v, unsigned* target) {
+  __shared__ float part[kFrameThreads / 32];
+  for (int off = 16; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = v;
   __syncthreads();
-  for (int half = kFrameThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) {
-      const double o = part[threadIdx.x + half];
-      part[threadIdx.x] = kMax ? fmax(part[threadIdx.x], o) : part[threadIdx.x] + o;
-    }
-    __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kFrameThreads / 32; ++w) v = fmaxf(v, part[w]);
+    atomicMax(target, __float_as_uint(v));
   }
-  const double r = part[0];
-  __syncthreads();
-  return r;
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kFrameThreads) frame_kernel(const T* __restrict__ e, int64_t K, int64_t D,
-                                                              float* __restrict__ centre,
-                                                              float* __restrict__ sqnorm, float* __restrict__ stats) {
-  __shared__ double part[kFrameThreads];
+__global__ void __launch_bounds__(kFrameThreads) frame_sums_kernel(const T* __restrict__ e, int64_t K, int64_t D,
+                                                                   Frame f) {
+  __shared__ bool ok_s[kFrameCodes];
   const int t = threadIdx.x, lane = t % 32, warp = t / 32;
-  // Finite codes (sqnorm holds 0 for them, NaN for the others, until the last step) and their count.
-  double finite = 0;
-  for (int64_t k = warp; k < K; k += kFrameWarps) {  // k is uniform within a warp
-    bool ok = true;
-    for (int64_t d = lane; d < D; d += 32) ok = ok && isfinite(to_float(e[k * D + d]));
-    ok = __all_sync(0xffffffffu, ok);
-    if (lane == 0) {
-      sqnorm[k] = ok ? 0.f : quiet_nan();
-      finite += ok;
+  const int64_t k0 = blockIdx.x * int64_t(kFrameCodes);
+  for (int c = warp; c < kFrameCodes; c += kFrameThreads / 32) {  // c is uniform within a warp
+    const int64_t k = k0 + c;
+    bool ok = false;
+    if (k < K) {
+      ok = true;
+      for (int64_t d = lane; d < D; d += 32) ok = ok && isfinite(to_float(e[k * D + d]));
+      ok = __all_sync(0xffffffffu, ok);
+      if (lane == 0) f.sqnorm[k] = ok ? 0.f : quiet_nan();
     }
+    if (lane == 0) ok_s[c] = ok;
   }
-  const double count = fmax(block_reduce<false>(finite, part), 1.0);
-  // Centre: column d0 + col summed over the codes k = group (mod groups), then over the groups.
-  const int64_t cols = D < kFrameThreads ? D : kFrameThreads, groups = kFrameThreads / cols;
-  const int64_t col = t % cols, group = t / cols;
-  for (int64_t d0 = 0; d0 < D; d0 += cols) {
-    double sum = 0;
-    if (group < groups && d0 + col < D) {
-      for (int64_t k = group; k < K; k += groups) {
-        if (!isnan(sqnorm[k])) sum += double(to_float(e[k * D + d0 + col]));
-      }
-    }
-    part[t] = sum;
-    __syncthreads();
-    if (t < cols && d0 + t < D) {
-      double total = 0;
-      for (int64_t g = 0; g < groups; ++g) total += part[g * cols + t];
-      centre[d0 + t] = float(total / count);
-    }
-    __syncthreads();
-  }
-  // Scale from the largest offset of a finite code; then the centre is stored scaled.
-  double spread = 0;
-  for (int64_t i = t; i < K * D; i += kFrameThreads) {
-    if (!isnan(sqnorm[i / D])) spread = fmax(spread, fabs(double(to_float(e[i])) - double(centre[i % D])));
-  }
-  spread = block_reduce<true>(spread, part);
-  int exponent = 0;
-  frexp(spread, &exponent);
-  const float scale = ldexpf(1.f, -min(max(exponent, -kScaleExponent), kScaleExponent));
-  for (int64_t d = t; d < D; d += kFrameThreads) centre[d] *= scale;  // exact: a power of two, no overflow
   __syncthreads();
-  // Squared norms of the scaled codes and the largest one.
-  double en_max = 0;
-  for (int64_t k = warp; k < K; k += kFrameWarps) {
-    const bool ok = !isnan(sqnorm[k]);
+  if (t == 0) {
+    int n = 0;
+    for (int c = 0; c < kFrameCodes; ++c) n += ok_s[c];
+    atomicAdd(f.count, double(n));
+  }
+  for (int64_t d = t; d < D; d += kFrameThreads) {
+    double sum = 0;
+#pragma unroll 8
+    for (int c = 0; c < kFrameCodes; ++c) {
+      if (ok_s[c]) sum += double(to_float(e[(k0 + c) * D + d]));
+    }
+    atomicAdd(f.sums + d, sum);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFrameThreads) frame_spread_kernel(const T* __restrict__ e, int64_t K, int64_t D,
+                                                                     Frame f) {
+  const int64_t k0 = blockIdx.x * int64_t(kFrameCodes);
+  float spread = 0.f;
+  for (int64_t d = threadIdx.x; d < D; d += kFrameThreads) {
+    const float c = frame_centre(f, d);
+#pragma unroll 8
+    for (int j = 0; j < kFrameCodes; ++j) {
+      const int64_t k = k0 + j;
+      if (k < K && !isnan(f.sqnorm[k])) spread = fmaxf(spread, fabsf(to_float(e[k * D + d]) - c));
+    }
+  }
+  block_max_into(spread, f.spread);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFrameThreads) frame_norms_kernel(const T* __restrict__ e, int64_t K, int64_t D,
+                                                                    Frame f) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t k0 = blockIdx.x * int64_t(kFrameCodes);
+  int exponent = 0;
+  frexpf(__uint_as_float(*f.spread), &exponent);
+  const float scale = ldexpf(1.f, -min(max(exponent, -kScaleExponent), kScaleExponent));
+  if (blockIdx.x == 0) {
+    for (int64_t d = threadIdx.x; d < D; d += kFrameThreads) f.centre[d] = frame_centre(f, d) * scale;  // exact
+    if (threadIdx.x == 0) f.stats[0] = scale;
+  }
+  float en_max = 0.f;
+  for (int c = warp; c < kFrameCodes; c += kFrameThreads / 32) {  // c is uniform within a warp
+    const int64_t k = k0 + c;
+    if (k >= K) break;
+    const bool ok = !isnan(f.sqnorm[k]);
     __syncwarp();
     double sq = 0;
     for (int64_t d = lane; d < D; d += 32) {
-      const double v = ok ? fmaf(to_float(e[k * D + d]), scale, -centre[d]) : 0.f;
+      const double v = ok ? fmaf(to_float(e[k * D + d]), scale, -(frame_centre(f, d) * scale)) : 0.0;
       sq += v * v;
     }
     for (int off = 16; off > 0; off /= 2) sq += __shfl_xor_sync(0xffffffffu, sq, off);
-    if (lane == 0 && ok) sqnorm[k] = float(sq);
-    en_max = fmax(en_max, sq);
+    if (lane == 0 && ok) f.sqnorm[k] = float(sq);
+    en_max = fmaxf(en_max, float(sq));
   }
-  en_max = block_reduce<true>(en_max, part);
-  if (t == 0) {
-    stats[0] = scale;
-    stats[1] = float(en_max);
-  }
+  block_max_into(en_max, reinterpret_cast<unsigned*>(f.stats + 1));
 }
 
 template <typename T>
@@ -265,7 +287,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-int64_t vq_lookup_workspace(int64_t M, int64_t K, int64_t D) { return D + K + 2 + M; }
+int64_t vq_lookup_workspace(int64_t M, int64_t K, int64_t D) { return 3 * D + K + M + 6; }
 
 void vq_lookup_forward(DType dt, const void* z, const void* codebook, int64_t M, int64_t K, int64_t D,
                        float window_codes, float window_rows, float* workspace, int64_t* indices, float* dist,
@@ -277,22 +299,34 @@ void vq_lookup_forward(DType dt, const void* z, const void* codebook, int64_t M,
     check_launch("vq_lookup (D = 0)");
     return;
   }
-  float* centre = workspace;  // scaled by s once the frame is done
-  float* sqnorm = centre + D;
-  float* stats = sqnorm + K;
-  float* window = stats + 2;
+  // Layout: sums (2D floats, 8-byte aligned at the start), count (2), spread (1), unused (1), stats (2): zeroed;
+  // then the scaled centre (D), en (K), the row windows (M).
+  Frame f;
+  f.sums = reinterpret_cast<double*>(workspace);
+  f.count = f.sums + D;
+  f.spread = reinterpret_cast<unsigned*>(workspace + 2 * D + 2);
+  f.stats = workspace + 2 * D + 4;
+  f.centre = f.stats + 2;
+  f.sqnorm = f.centre + D;
+  float* window = f.sqnorm + K;
+  cudaMemsetAsync(workspace, 0, sizeof(float) * (2 * D + 6), stream);
+  const unsigned frame_blocks = static_cast<unsigned>(ceil_div(K, kFrameCodes));
   dispatch_dtype(dt, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* zp = static_cast<const T*>(z);
     const T* ep = static_cast<const T*>(codebook);
-    frame_kernel<T><<<1, kFrameThreads, 0, stream>>>(ep, K, D, centre, sqnorm, stats);
-    check_launch("frame_kernel");
+    frame_sums_kernel<T><<<frame_blocks, kFrameThreads, 0, stream>>>(ep, K, D, f);
+    check_launch("frame_sums_kernel");
+    frame_spread_kernel<T><<<frame_blocks, kFrameThreads, 0, stream>>>(ep, K, D, f);
+    check_launch("frame_spread_kernel");
+    frame_norms_kernel<T><<<frame_blocks, kFrameThreads, 0, stream>>>(ep, K, D, f);
+    check_launch("frame_norms_kernel");
     const int rows_per_block = kRowThreads / 32;
     rows_kernel<T><<<static_cast<unsigned>(ceil_div(M, rows_per_block)), kRowThreads, 0, stream>>>(
-        zp, M, D, centre, stats, window_codes, window_rows, window);
+        zp, M, D, f.centre, f.stats, window_codes, window_rows, window);
     check_launch("rows_kernel");
     vq_lookup_kernel<T><<<static_cast<unsigned>(ceil_div(M, kBM)), dim3(kTX, kTY), 0, stream>>>(
-        zp, ep, centre, sqnorm, stats, window, M, K, D, indices, dist);
+        zp, ep, f.centre, f.sqnorm, f.stats, window, M, K, D, indices, dist);
     check_launch("vq_lookup_kernel");
   });
 }

@@ -9,7 +9,7 @@
 
 namespace daenr::cuda {
 
-// Floats of workspace vq_lookup_forward needs: the codebook's frame (D + K + 2) and one window per row (M).
+// Floats of workspace vq_lookup_forward needs: the codebook's frame (3 D + K + 6) and one window per row (M).
 int64_t vq_lookup_workspace(int64_t M, int64_t K, int64_t D);
 
 // z (M,D) and codebook (K,D) of dtype dt, row-major, K >= 1. window_codes, window_rows: the coefficients a, b of
