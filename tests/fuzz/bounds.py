@@ -32,24 +32,20 @@ def tiny(dtype: torch.dtype) -> float:
 
 
 def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, tol, dtype: torch.dtype, free=None,
-                 truncated: bool = False) -> None:
+                 truncated: bool = False, alternatives=()) -> None:
     """``got`` within ``tol + u(dtype) |want| + tiny(dtype)`` of the float64 ``want`` elementwise, ``dtype`` being
     the output dtype (``2 u(dtype)`` if ``truncated``); where ``want`` overflows ``dtype`` beyond that bound, ``got``
     must be the infinity of its sign (either is accepted within the bound of the overflow threshold), and NaN
-    exactly where ``want`` is NaN. Elements where the bool tensor ``free`` is set may hold anything."""
+    exactly where ``want`` is NaN. Elements where the bool tensor ``free`` is set may hold anything; an element
+    that matches the same element of one of ``alternatives`` (other acceptable values of ``want``) passes too."""
     assert tuple(got.shape) == tuple(want.shape), f"{name}: shape {tuple(got.shape)}, expected {tuple(want.shape)}"
     got = got.detach().to("cpu", F64)
-    want = want.detach().to("cpu", F64)
     tol = torch.as_tensor(tol, dtype=F64).detach().cpu()
+    ok = torch.zeros(got.shape, dtype=torch.bool) if free is None else torch.as_tensor(free).cpu().expand(got.shape)
+    for candidate in (want, *alternatives):
+        ok = ok | _matches(got, candidate.detach().to("cpu", F64), tol, dtype, truncated)
+    want = want.detach().to("cpu", F64)
     bound = tol + (2 if truncated else 1) * u(dtype) * want.abs() + tiny(dtype)
-    limit = torch.finfo(dtype).max
-    is_inf = got == torch.where(want >= 0, float("inf"), float("-inf"))
-    within = (got - want).abs() <= bound
-    must_overflow = want.abs() - bound > limit
-    may_overflow = want.abs() + bound > limit
-    ok = torch.where(want.isnan(), got.isnan(), torch.where(must_overflow, is_inf, within | (may_overflow & is_inf)))
-    if free is not None:
-        ok = ok | torch.as_tensor(free).cpu()
     if bool(ok.all()):
         return
     bad = (~ok).nonzero()
@@ -61,3 +57,14 @@ def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, tol, dtype: t
         lines.append(f"  at {at}: got {got[at].item()!r}, want {want[at].item()!r}, "
                      f"bound {bound.expand_as(want)[at].item():.3g}")
     raise AssertionError("\n".join(lines))
+
+
+def _matches(got, want, tol, dtype, truncated):
+    """Elementwise: ``got`` is ``want`` within the bound of :func:`assert_close`."""
+    bound = tol + (2 if truncated else 1) * u(dtype) * want.abs() + tiny(dtype)
+    limit = torch.finfo(dtype).max
+    is_inf = got == torch.where(want >= 0, float("inf"), float("-inf"))
+    within = (got - want).abs() <= bound
+    must_overflow = want.abs() - bound > limit
+    may_overflow = want.abs() + bound > limit
+    return torch.where(want.isnan(), got.isnan(), torch.where(must_overflow, is_inf, within | (may_overflow & is_inf)))

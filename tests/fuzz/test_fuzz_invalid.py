@@ -6,7 +6,8 @@ mutation: a wrong rank, a mismatched dimension, mixed dtypes, an integer/bool/co
 number, numpy array, string, None), a tensor on another device (a GPU when there is one, else ``meta``), an
 unknown backend or one that does not take the dtype; for poisson_loss also NaN, infinite or negative targets (at
 drawn places, found by each backend's fused check), targets beyond z's dtype, negative identity rates, bad
-activation/reduction/eps/per_neuron options; for vq_lookup a codebook of the wrong width or without codes.
+activation/reduction/eps/per_neuron options; for vq_lookup a codebook of the wrong width or without codes; for
+gaussian_readout an empty map, non-finite positions (validate=True) and a non-bool align_corners.
 """
 import re
 
@@ -226,3 +227,61 @@ def test_vq_lookup_rejects_bad_inputs(data):
     else:
         backend, names = backend_mutation(draw, "vq_lookup", dtype), ["backend"]
     expect_rejected(lambda: vq_lookup(args["z"], args["codebook"], backend=backend), names)
+
+
+# ---------------------------------------------------------------------------------------------- gaussian_readout
+
+GAUSSIAN_MUTATIONS = ("rank", "shape", "empty map", "mixed dtype", "dtype", "non-tensor", "device",
+                      "non-finite grid", "align_corners", "backend")
+
+
+@pytest.mark.skipif("gaussian_readout" not in OPS, reason="gaussian_readout is not a registered op here")
+@examples(2)
+@given(data=st.data())
+def test_gaussian_readout_rejects_bad_inputs(data):
+    from daenr_fast.ops import gaussian_readout
+
+    draw = data.draw
+    dtype, backend = draw_dtype_and_backend(draw, "gaussian_readout")
+    B, C, H, W, N = (draw(st.integers(1, 4), label=n) for n in "BCHWN")
+    shared = draw(st.booleans(), label="shared grid")
+    args = {"x": tensor((B, C, H, W), dtype), "grid": tensor((N, 2) if shared else (B, N, 2), dtype).clamp(-1, 1),
+            "features": tensor((C, N), dtype), "bias": tensor((N,), dtype)}
+    align_corners = True
+    mutation = draw(st.sampled_from(GAUSSIAN_MUTATIONS), label="mutation")
+    name = draw(st.sampled_from(list(args)), label="argument")
+    names = [name]
+    if mutation == "rank":
+        args[name] = wrong_rank(draw, args[name])
+        if name == "grid" and args[name].dim() in (2, 3):  # the other accepted rank, of a wrong shape
+            args[name] = tensor(tuple(args[name].shape[:-1]) + (3,), dtype)
+    elif mutation == "shape":  # of x only the channels must match (its batch and map size are free)
+        t = args[name]
+        dim = 1 if name == "x" else draw(st.integers(0, t.dim() - 1), label="dimension")
+        shape = list(t.shape)
+        shape[dim] = other_size(draw, shape[dim])
+        args[name] = tensor(tuple(shape), dtype)
+        names = list(args)  # a mismatch is reported at the argument that disagrees with the others
+    elif mutation == "empty map":
+        shape = [B, C, H, W]
+        shape[draw(st.sampled_from((2, 3)), label="dimension")] = 0
+        args["x"], names = tensor(tuple(shape), dtype), ["x"]
+    elif mutation == "mixed dtype":
+        args[name] = other_dtype_tensor(draw, args[name])
+    elif mutation == "dtype":
+        args[name] = not_float_tensor(draw, args[name])
+    elif mutation == "non-tensor":
+        args[name] = non_tensor(draw, args[name], allow_none=name != "bias")
+    elif mutation == "device":
+        args[name] = args[name].to(OTHER_DEVICE)
+    elif mutation == "non-finite grid":
+        flat = args["grid"].reshape(-1)
+        flat[draw(st.integers(0, flat.numel() - 1), label="where")] = draw(
+            st.sampled_from((float("nan"), float("inf"), float("-inf"))), label="bad position")
+        names = ["grid"]
+    elif mutation == "align_corners":
+        align_corners, names = draw(st.sampled_from((1, 0, "True", None, 1.0)), label="bad"), ["align_corners"]
+    else:
+        backend, names = backend_mutation(draw, "gaussian_readout", dtype), ["backend"]
+    expect_rejected(lambda: gaussian_readout(args["x"], args["grid"], args["features"], args["bias"],
+                                             align_corners=align_corners, backend=backend), names)
