@@ -17,9 +17,10 @@ largest |x| of the map, so with Sx = sum_c |f[c,n]| max_p |x[b,c,p]| per (b, n):
     dgrid:     (4 C + 4) u(acc) T + T (dix + diy),  T = 4 |dy| s Sx, s = (W - 1)/2 or W/2 (H for y)
 
 (summed over the batch for a shared grid), plus the floor (n + 2) tiny(acc) P as for factorized_readout and one
-rounding to the output dtype (a whole ulp for bfloat16 under the Triton interpreter, which truncates). dgrid is discontinuous where ix (iy) crosses an integer (grid_sample takes the
-one-sided derivative of floor): the derivative of either side is accepted, the reference's gradient at the grid
-shifted by +-2 dix in the position's units. Two runs agree bitwise.
+rounding to the output dtype (a whole ulp for bfloat16 under the Triton interpreter, which truncates). dgrid is
+discontinuous where ix (iy) crosses an integer (grid_sample takes the one-sided derivative of floor): the
+derivative of either side is accepted, the reference's gradient at the grid shifted by +-2 dix in the position's
+units. Two runs agree bitwise.
 """
 import math
 
