@@ -172,7 +172,7 @@ def test_matches_reference(device, backend, data):
 
 
 @pytest.mark.parametrize("device,backend", backend_params(OP, interpreter=True) if OP in OPS else [])
-@examples()
+@examples(0.5)
 @given(data=st.data())
 def test_matches_reference_interpreted(device, backend, data):
     check(device, backend, data)

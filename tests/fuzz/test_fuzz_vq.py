@@ -149,7 +149,7 @@ def test_matches_reference(device, backend, data):
 
 
 @pytest.mark.parametrize("device,backend", backend_params(OP, interpreter=True))
-@examples(1)
+@examples(0.75)
 @given(data=st.data())
 def test_matches_reference_interpreted(device, backend, data):
     check(device, backend, data)
