@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         "triton": ["triton"],
-        "test": ["pytest", "pytest-benchmark", "hypothesis"],
+        "test": ["pytest", "pytest-benchmark", "pytest-xdist", "hypothesis"],
     },
     entry_points={"console_scripts": ["daenr=daenr_fast.cli:main"]},
 )

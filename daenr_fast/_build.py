@@ -163,10 +163,9 @@ def _compile(op: str, with_cuda: bool, verbose: bool) -> None:
                 verbose=verbose,
             )
         except Exception as err:  # noqa: BLE001 - every failure becomes a reason with its log
-            log = folder / LOG_NAME
-            log.write_text(_build_output(err, folder), encoding="utf-8")
-            raise ExtensionUnavailable(f"the {kind} build failed: {_first_error(log.read_text('utf-8'))} "
-                                       f"(full log: {log})") from None
+            output, log = _build_output(err, folder), folder / LOG_NAME
+            log.write_text(output, encoding="utf-8")
+            raise ExtensionUnavailable(f"the {kind} build failed: {_first_error(output)} (full log: {log})") from None
         (folder / LOG_NAME).unlink(missing_ok=True)  # a log of an earlier failure no longer applies
 
 
