@@ -34,6 +34,15 @@ from torch import Tensor
 
 BACKENDS = ("torch", "cpu", "cuda", "triton")
 
+#: The dtypes of each backend under the library's precision policy (half types accumulate in float32; float64 only
+#: where the hardware path is worth it): what every op takes unless its file says otherwise.
+STANDARD_DTYPES: Mapping[str, tuple[torch.dtype, ...]] = {
+    "torch": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float16, torch.bfloat16, torch.float32),
+    "triton": (torch.float16, torch.bfloat16, torch.float32),
+}
+
 
 @dataclass(frozen=True)
 class OpDef:
@@ -76,6 +85,15 @@ class OpDef:
             raise ValueError(f"{self.name}: kernels and dtypes must name the same backends")
         if self.backward_kernels and set(self.backward_kernels) != set(self.kernels):
             raise ValueError(f"{self.name}: backward_kernels must name the same backends as kernels")
+
+
+def gradients_like_first_input(kernel: Callable) -> Callable:
+    """A backward kernel ``(grad, x, *rest) -> gradients`` whose gradients come back contiguous and in x's dtype,
+    as fake implementations of backward ops promise."""
+    def run(grad, x, *rest):
+        return tuple(g.to(x.dtype).contiguous() for g in kernel(grad, x, *rest))
+
+    return run
 
 
 def tracing(*tensors: Optional[Tensor]) -> bool:

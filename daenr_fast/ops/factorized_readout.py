@@ -25,10 +25,7 @@ from torch import Tensor
 
 from daenr_fast import _build, _dispatch, _validate
 from daenr_fast.ops import reference
-from daenr_fast.ops._define import OpDef, define
-
-HALF_AND_SINGLE = (torch.float16, torch.bfloat16, torch.float32)
-ALL_FLOATS = HALF_AND_SINGLE + (torch.float64,)
+from daenr_fast.ops._define import STANDARD_DTYPES, OpDef, define, gradients_like_first_input
 
 
 def factorized_readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optional[Tensor] = None, *,
@@ -109,14 +106,6 @@ def _triton_backward(grad, x, spatial, features):
     return kernel.backward(grad.contiguous(), x, spatial, features)
 
 
-def _cast_backward(kernel):
-    """A backward kernel whose four gradients come back in x's dtype."""
-    def run(grad, x, spatial, features):
-        return tuple(g.to(x.dtype) for g in kernel(grad, x, spatial, features))
-
-    return run
-
-
 # ----------------------------------------------------------------------------------------------- autograd
 
 def _fake(x, spatial, features, bias):
@@ -171,15 +160,14 @@ OP = define(OpDef(
     name="factorized_readout",
     schema="(Tensor x, Tensor spatial, Tensor features, Tensor? bias, str backend) -> Tensor",
     kernels={"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward},
-    dtypes={"torch": ALL_FLOATS, "cpu": (torch.float32, torch.float64), "cuda": HALF_AND_SINGLE,
-            "triton": HALF_AND_SINGLE},
+    dtypes=STANDARD_DTYPES,
     fake=_fake,
     setup_context=_setup_context,
     backward=_backward,
     vmap=_vmap,
     backward_schema="(Tensor grad, Tensor x, Tensor spatial, Tensor features, str backend)"
                     " -> (Tensor, Tensor, Tensor, Tensor)",
-    backward_kernels={name: _cast_backward(k) for name, k in
+    backward_kernels={name: gradients_like_first_input(k) for name, k in
                       {"torch": _torch_backward, "cpu": _ext_backward, "cuda": _ext_backward,
                        "triton": _triton_backward}.items()},
     backward_fake=_backward_fake,

@@ -47,8 +47,7 @@ from torch import Tensor
 
 from daenr_fast import _build, _dispatch, _validate
 from daenr_fast.ops import reference
-from daenr_fast.ops._define import OpDef, define, tracing
-from daenr_fast.ops.factorized_readout import ALL_FLOATS, HALF_AND_SINGLE
+from daenr_fast.ops._define import STANDARD_DTYPES, OpDef, define, gradients_like_first_input, tracing
 
 TAPS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (dy, dx) of the four bilinear taps from the top-left one
 
@@ -227,14 +226,6 @@ def _triton_backward(grad, x, grid, features, align_corners):
     return kernel.backward(grad.contiguous(), x, grid, features, align_corners)
 
 
-def _cast_backward(kernel):
-    """A backward kernel whose four gradients come back contiguous, in x's dtype (as the fake implementation)."""
-    def run(grad, x, grid, features, align_corners):
-        return tuple(g.to(x.dtype).contiguous() for g in kernel(grad, x, grid, features, align_corners))
-
-    return run
-
-
 # ----------------------------------------------------------------------------------------------- autograd
 
 def _fake(x, grid, features, bias, align_corners):
@@ -291,15 +282,14 @@ OP = define(OpDef(
     name="gaussian_readout",
     schema="(Tensor x, Tensor grid, Tensor features, Tensor? bias, bool align_corners, str backend) -> Tensor",
     kernels={"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward},
-    dtypes={"torch": ALL_FLOATS, "cpu": (torch.float32, torch.float64), "cuda": HALF_AND_SINGLE,
-            "triton": HALF_AND_SINGLE},
+    dtypes=STANDARD_DTYPES,
     fake=_fake,
     setup_context=_setup_context,
     backward=_backward,
     vmap=_vmap,
     backward_schema="(Tensor grad, Tensor x, Tensor grid, Tensor features, bool align_corners, str backend)"
                     " -> (Tensor, Tensor, Tensor, Tensor)",
-    backward_kernels={name: _cast_backward(k) for name, k in
+    backward_kernels={name: gradients_like_first_input(k) for name, k in
                       {"torch": _torch_backward, "cpu": _ext_backward, "cuda": _ext_backward,
                        "triton": _triton_backward}.items()},
     backward_fake=_backward_fake,

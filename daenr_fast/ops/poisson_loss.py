@@ -26,12 +26,11 @@ from torch import Tensor
 
 from daenr_fast import _build, _dispatch, _validate
 from daenr_fast.ops import reference
-from daenr_fast.ops._define import OpDef, define, tracing
+from daenr_fast.ops._define import STANDARD_DTYPES, OpDef, define, tracing
 from daenr_fast.ops.poisson_codes import ACTIVATION_NAMES, PoissonMode
 
 ACTIVATIONS = ACTIVATION_NAMES
 REDUCTIONS = ("mean", "sum", "none")
-HALF_AND_SINGLE = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps: float = 1e-8,
@@ -287,8 +286,7 @@ OP = define(OpDef(
     schema="(Tensor z, Tensor target, int activation, float eps, int mode, bool mean, bool full, bool need_grad,"
            " str backend) -> (Tensor, Tensor, Tensor)",
     kernels={"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward},
-    dtypes={"torch": HALF_AND_SINGLE + (torch.float64,), "cpu": (torch.float32, torch.float64),
-            "cuda": HALF_AND_SINGLE, "triton": HALF_AND_SINGLE},
+    dtypes=STANDARD_DTYPES,
     fake=_fake,
     setup_context=_setup_context,
     backward=_backward,

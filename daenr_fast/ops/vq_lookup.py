@@ -64,10 +64,9 @@ import torch
 from torch import Tensor
 
 from daenr_fast import _build, _dispatch, _validate
-from daenr_fast.ops._define import OpDef, define
+from daenr_fast.ops._define import STANDARD_DTYPES, OpDef, define
 
 _TORCH_CHUNK = 1 << 22  # distances held at once by the torch backend
-HALF_AND_SINGLE = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def vq_lookup(z: Tensor, codebook: Tensor, *, backend: Optional[str] = None) -> tuple[Tensor, Tensor]:
@@ -262,8 +261,7 @@ OP = define(OpDef(
     name="vq_lookup",
     schema="(Tensor z, Tensor codebook, str backend) -> (Tensor, Tensor)",
     kernels={"torch": _torch_forward, "cpu": _ext_forward, "cuda": _ext_forward, "triton": _triton_forward},
-    dtypes={"torch": HALF_AND_SINGLE + (torch.float64,), "cpu": (torch.float32, torch.float64),
-            "cuda": HALF_AND_SINGLE, "triton": HALF_AND_SINGLE},
+    dtypes=STANDARD_DTYPES,
     fake=_fake,
     setup_context=_setup_context,
     backward=_backward,

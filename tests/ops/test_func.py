@@ -228,8 +228,10 @@ def test_hessian_of_the_poisson_loss_matches_the_reference(backend):
 
     z = torch.randn(3, 4, generator=gen(16), dtype=torch.float64)
     s = counts((3, 4))
-    got = torch.func.jacrev(torch.func.jacrev(lambda t: poisson_loss(t, s, activation="softplus",
-                                                                    backend=backend)))(z)
+    def loss(t):
+        return poisson_loss(t, s, activation="softplus", backend=backend)
+
+    got = torch.func.jacrev(torch.func.jacrev(loss))(z)
     want = torch.func.hessian(lambda t: reference.poisson_loss(t, s, "softplus"))(z)
     torch.testing.assert_close(got, want, **TOL)
 
