@@ -228,6 +228,7 @@ def test_hessian_of_the_poisson_loss_matches_the_reference(backend):
 
     z = torch.randn(3, 4, generator=gen(16), dtype=torch.float64)
     s = counts((3, 4))
+
     def loss(t):
         return poisson_loss(t, s, activation="softplus", backend=backend)
 
