@@ -2,8 +2,9 @@
 activation x reduction (mean, sum, none; per_neuron) x full combination.
 
 Drawn: the dtype (each backend's list), z of rank 0 to 3 (dimensions 0 and 1 often), eps, validate on or off,
-rates act(z) over many decades (10^k, k in [-30, 6]; down to 10^-300 in float64) with special entries (rate 0,
-the smallest normal and a subnormal, large rates) and special z (0, +-1, the softplus threshold 20, -80), targets
+rates act(z) over many decades (10^k: k in [-30, 6] or, one time in two, up to the dtype's largest power of ten,
+its top two often; down to 10^-300 in float64) with special entries (rate 0, the smallest normal and a subnormal,
+large rates) and special z (0, +-1, the softplus threshold 20, -80), targets
 (counts or non-integer rates: 0, 1, small integers, large counts up to 10^6 or the dtype's largest value) of any
 real dtype (z's, float32, float64, int32, int64), the layouts of z, target and the upstream gradient (permuted,
 stepped, expanded), whether z needs a gradient.
@@ -16,13 +17,14 @@ exponential (exp; elu1 and softplus for z <= 0) and 1 elsewhere, everything in f
     dl/dz: 16 u(acc) |g| |act'(z)| q (1 + |s| / (r + eps))                       (exp: 16 u(acc) |g| (q e^z + |s|))
 
 g being the upstream gradient times 1/count for a mean: a few roundings of each term, the relative error of the
-rate carried through the log. Plus tiny(acc) (1 + s / (r + eps)) (times |g| for dl/dz; exp: tiny(acc)): what a
-rate or slope lost to underflow carries (sigmoid(-89.5) is 0 in float32). A reduction over n elements adds the
-sum of the element bounds and n u(acc) sum |loss| (any summation order). Then one rounding to the output dtype
-(bounds.py). An output beyond its range must be the infinity of its sign, a mean over no elements NaN; nothing is
-required where an intermediate (the rate, s log(r + eps), a partial sum, the gradient before the upstream factor)
-may overflow the accumulation dtype (a float32 sum of two bfloat16 losses near 3e38 overflows). Two runs agree
-bitwise.
+rate carried through the log. Plus tiny(acc) (1 + s / (r + eps) + |log(r + eps)|) for the loss and
+tiny(acc) |g| (1 + (1 + s) / (r + eps)) for dl/dz (exp: tiny(acc) (1 + |z|) and tiny(acc) |g|): what a rate,
+slope or subnormal target lost to underflow or flushing carries (sigmoid(-89.5) is 0 in float32). A reduction
+over n elements adds the sum of the element bounds and n u(acc) sum |loss| (any summation order). Then one
+rounding to the output dtype (bounds.py). An output beyond its range must be the infinity of its sign, a mean
+over no elements NaN; nothing is required where an intermediate (the rate, s log(r + eps), a partial sum, the
+gradient before the upstream factor) may overflow the accumulation dtype (a float32 sum of two bfloat16 losses
+near 3e38 overflows; exp(90.5) overflows float32). Two runs agree bitwise.
 """
 import math
 
@@ -78,7 +80,9 @@ def check(device, backend, data):
     validate = draw(st.booleans(), label="validate")
 
     lowest = -300 if dtype == F64 else -30
-    k = draw(st.integers(lowest, 6), label="log10 rate")
+    highest = int(math.log10(torch.finfo(dtype).max))  # rates near the top of the range: overflowing sums
+    usual, top = st.integers(lowest, 6), max(7, highest)
+    k = draw(st.one_of(usual, usual, st.integers(7, top), st.integers(top - 1, top)), label="log10 rate")
     rate_spec = draw(values(kinds=("uniform", "constant", "sparse", "log", "normal"), log10_scale=(k, k)),
                      label="rate values")
     z_specials = draw(st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.sampled_from(Z_SPECIALS)),
@@ -127,7 +131,7 @@ def check(device, backend, data):
     limit = torch.finfo(acc).max / 4
     truncated = interpreted(backend, device) and dtype == torch.bfloat16
     per_element = reference.poisson_loss(z64, s64, activation, eps64, "none", False, full).abs()
-    carry = underflow_factor(z64, s64, activation, eps64)
+    carry, carry_g = underflow_factors(z64, s64, activation, eps64)
     tol = C * u(acc) * loss_magnitude(z64, s64, activation, eps64, full) + tiny(acc) * carry
     size = intermediate_magnitude(z64, s64, activation, eps64, full)
     if reduction != "none":
@@ -143,15 +147,19 @@ def check(device, backend, data):
         scale = 1.0 / count if reduction == "mean" and count else 1.0
         g = (upstream.view(False, float64=True).abs() * scale).expand(shape)  # reaches every element it reduces
         size_g = g * grad_magnitude(z64, s64, activation, eps64)
-        assert_close(f"{backend} {activation} dl/dz", grad, grad_ref, C * u(acc) * size_g + tiny(acc) * g * carry,
-                     dtype, free=size_g > limit, truncated=truncated)
+        unscaled = grad_magnitude(z64, s64, activation, eps64) / exp_factor(z64, activation)  # before g
+        tol_g = C * u(acc) * size_g + tiny(acc) * g * carry_g
+        assert_close(f"{backend} {activation} dl/dz", grad, grad_ref, tol_g, dtype,
+                     free=(size_g > limit) | (unscaled > limit), truncated=truncated)
 
 
-def underflow_factor(z, s, activation, eps):
-    """What multiplies a rate or slope that underflowed the accumulation dtype: 1 + s / (r + eps) (exp: 1)."""
+def underflow_factors(z, s, activation, eps):
+    """What multiplies a rate, slope or target lost to underflow (or flushed) in the accumulation dtype, in the
+    loss and in dl/dz: 1 + s / (r + eps) + |log(r + eps)| and 1 + (1 + s) / (r + eps) (exp: 1 + |z| and 1)."""
     if activation == "exp":
-        return torch.ones_like(z)
-    return 1 + s / (reference.poisson_rate(z, activation) + eps)
+        return 1 + z.abs(), torch.ones_like(z)
+    rate = reference.poisson_rate(z, activation) + eps
+    return 1 + s / rate + rate.log().abs(), 1 + (1 + s) / rate
 
 
 def intermediate_magnitude(z, s, activation, eps, full):
