@@ -27,6 +27,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "gaussian_readout_taps.h"
@@ -42,6 +43,7 @@ constexpr int64_t kMinNeuronsPerTask = 64;
 constexpr int64_t kGroupBytes = 4 << 20;
 constexpr int64_t kMaxGroup = 32;
 constexpr int64_t kNeuronBlock = 64;
+constexpr int64_t kFeaturesInCache = 256 << 10;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -53,6 +55,22 @@ struct PaddedMap {
   int64_t row_of(int64_t y, int64_t x) const { return (y + 1) * Wp + (x + 1); }
   // A top-left tap whose four taps are all on the border (positions off the map).
   int64_t border_row() const { return row_of(H, W); }
+
+  // `count` maps with zero borders (their interiors are left for pack to fill).
+  template <typename scalar_t>
+  std::unique_ptr<scalar_t[]> buffers(int64_t count) const {
+    std::unique_ptr<scalar_t[]> out(new scalar_t[count * rows() * C]);
+    for (int64_t i = 0; i < count; ++i) {
+      scalar_t* map = out.get() + i * rows() * C;
+      std::fill(map, map + Wp * C, scalar_t(0));                             // row 0
+      for (int64_t y = 1; y <= H; ++y) {
+        std::fill(map + y * Wp * C, map + (y * Wp + 1) * C, scalar_t(0));    // column 0
+        std::fill(map + (y * Wp + W + 1) * C, map + (y + 1) * Wp * C, scalar_t(0));  // columns W+1, W+2
+      }
+      std::fill(map + (H + 1) * Wp * C, map + rows() * C, scalar_t(0));       // rows H+1, H+2
+    }
+    return out;
+  }
 
   // out[row_of(y,x) * C + c] = x[c][y][x]; the border rows of `out` must already be zero.
   template <typename scalar_t>
@@ -159,10 +177,12 @@ int64_t grain_for(int64_t count, int64_t parts, int64_t minimum) {
   return std::max<int64_t>(std::max<int64_t>(1, minimum), ceil_div(count, std::max<int64_t>(1, parts)));
 }
 
-// Batch entries handled together, so that each neuron's features are read once per group: as many padded maps
-// as fit in kGroupBytes (an L2 cache), at most kMaxGroup, at least 1.
-int64_t group_size(const PaddedMap& map, int64_t B, size_t element) {
-  const int64_t fit = kGroupBytes / std::max<int64_t>(1, map.rows() * map.C * static_cast<int64_t>(element));
+// Batch entries handled together, so that each neuron's features are read from memory once per group: as many
+// padded maps as fit in kGroupBytes, at most kMaxGroup, at least 1; 1 when all the features stay in cache anyway.
+int64_t group_size(const PaddedMap& map, int64_t B, int64_t N, size_t element) {
+  const int64_t bytes = static_cast<int64_t>(element);
+  if (N * map.C * bytes <= kFeaturesInCache) return 1;
+  const int64_t fit = kGroupBytes / std::max<int64_t>(1, map.rows() * map.C * bytes);
   return std::max<int64_t>(1, std::min({fit, kMaxGroup, B}));
 }
 
@@ -170,19 +190,19 @@ template <typename scalar_t>
 void forward_kernel(const scalar_t* x, const scalar_t* grid, const scalar_t* ft, const scalar_t* bias, scalar_t* y,
                     int64_t B, int64_t C, int64_t H, int64_t W, int64_t N, bool shared, bool align_corners) {
   const PaddedMap map(C, H, W);
-  const int64_t group = group_size(map, B, sizeof(scalar_t)), groups = ceil_div(B, group);
+  const int64_t group = group_size(map, B, N, sizeof(scalar_t)), groups = ceil_div(B, group);
   const int64_t threads = at::get_num_threads();
   const int64_t ranges = groups >= threads ? 1 : ceil_div(threads, groups);  // neuron ranges per group
   const int64_t per_range = ceil_div(N, ranges), map_size = map.rows() * C;
   at::parallel_for(0, groups * ranges, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> padded(group * map_size, scalar_t(0));
+    const auto padded = map.buffers<scalar_t>(group);
     int64_t packed = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / ranges, b0 = g * group, bn = std::min(group, B - b0);
       const int64_t n0 = (task % ranges) * per_range, n1 = std::min(N, n0 + per_range);
       if (n0 >= n1) continue;
       if (packed != g) {
-        for (int64_t i = 0; i < bn; ++i) map.pack(x + (b0 + i) * C * H * W, padded.data() + i * map_size);
+        for (int64_t i = 0; i < bn; ++i) map.pack(x + (b0 + i) * C * H * W, padded.get() + i * map_size);
         packed = g;
       }
       for (int64_t k0 = n0; k0 < n1; k0 += kNeuronBlock) {  // a block's features stay in cache for the group
@@ -190,7 +210,7 @@ void forward_kernel(const scalar_t* x, const scalar_t* grid, const scalar_t* ft,
           for (int64_t n = k0, b = b0 + i; n < std::min(n1, k0 + kNeuronBlock); ++n) {
             const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
             scalar_t s[kTaps];
-            tap_dots<scalar_t, false>(padded.data() + i * map_size + t.row * C, map.Wp * C, ft + n * C, C, s);
+            tap_dots<scalar_t, false>(padded.get() + i * map_size + t.row * C, map.Wp * C, ft + n * C, C, s);
             const scalar_t v = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
             y[b * N + n] = bias ? v + bias[n] : v;
           }
@@ -208,13 +228,13 @@ void pass_neurons(const scalar_t* gy, const scalar_t* x, const scalar_t* grid, c
   const PaddedMap map(C, H, W);
   const scalar_t sx = daenr::gaussian::source_scale<scalar_t>(W, align_corners);
   const scalar_t sy = daenr::gaussian::source_scale<scalar_t>(H, align_corners);
-  const int64_t group = group_size(map, B, sizeof(scalar_t)), map_size = map.rows() * C;
+  const int64_t group = group_size(map, B, N, sizeof(scalar_t)), map_size = map.rows() * C;
   std::fill(dft, dft + N * C, scalar_t(0));
   at::parallel_for(0, N, grain_for(N, at::get_num_threads(), kMinNeuronsPerTask), [&](int64_t n0, int64_t n1) {
-    std::vector<scalar_t> padded(group * map_size, scalar_t(0));
+    const auto padded = map.buffers<scalar_t>(group);
     for (int64_t b0 = 0; b0 < B; b0 += group) {
       const int64_t bn = std::min(group, B - b0);
-      for (int64_t i = 0; i < bn; ++i) map.pack(x + (b0 + i) * C * H * W, padded.data() + i * map_size);
+      for (int64_t i = 0; i < bn; ++i) map.pack(x + (b0 + i) * C * H * W, padded.get() + i * map_size);
       for (int64_t k0 = n0; k0 < n1; k0 += kNeuronBlock) {
         for (int64_t i = 0; i < bn; ++i) {  // b in order: df[n] sums over the batch in order
           for (int64_t n = k0, b = b0 + i; n < std::min(n1, k0 + kNeuronBlock); ++n) {
@@ -222,7 +242,7 @@ void pass_neurons(const scalar_t* gy, const scalar_t* x, const scalar_t* grid, c
             const scalar_t g = gy[b * N + n];
             const scalar_t gw[kTaps] = {g * t.w[0], g * t.w[1], g * t.w[2], g * t.w[3]};
             scalar_t s[kTaps];
-            tap_dots<scalar_t, true>(padded.data() + i * map_size + t.row * C, map.Wp * C, ft + n * C, C, s, gw,
+            tap_dots<scalar_t, true>(padded.get() + i * map_size + t.row * C, map.Wp * C, ft + n * C, C, s, gw,
                                      dft + n * C);
             scalar_t* out = dgrid_rows + (b * N + n) * 2;
             out[0] = g * sx * daenr::gaussian::value_slope_x(t.corner, s);
@@ -239,29 +259,29 @@ template <typename scalar_t>
 void pass_scatter(const scalar_t* gy, const scalar_t* grid, const scalar_t* ft, scalar_t* dx, int64_t B, int64_t C,
                   int64_t H, int64_t W, int64_t N, bool shared, bool align_corners) {
   const PaddedMap map(C, H, W);
-  const int64_t group = group_size(map, B, sizeof(scalar_t)), groups = ceil_div(B, group);
+  const int64_t group = group_size(map, B, N, sizeof(scalar_t)), groups = ceil_div(B, group);
   const int64_t threads = at::get_num_threads();
   const int64_t ranges = std::max<int64_t>(1, groups >= threads ? 1 : std::min(C, ceil_div(threads, groups)));
   const int64_t per_range = ceil_div(C, ranges), map_size = map.rows() * C;
   at::parallel_for(0, groups * ranges, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> padded(group * map_size);
+    std::unique_ptr<scalar_t[]> padded(new scalar_t[group * map_size]);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b0 = (task / ranges) * group, bn = std::min(group, B - b0);
       const int64_t c0 = (task % ranges) * per_range, c1 = std::min(C, c0 + per_range);
       if (c0 >= c1) continue;
-      std::fill(padded.begin(), padded.end(), scalar_t(0));
+      std::fill(padded.get(), padded.get() + group * map_size, scalar_t(0));
       for (int64_t k0 = 0; k0 < N; k0 += kNeuronBlock) {  // neurons in order: each pixel sums in a fixed order
         for (int64_t i = 0; i < bn; ++i) {
           for (int64_t n = k0, b = b0 + i; n < std::min(N, k0 + kNeuronBlock); ++n) {
             const auto t = taps_of<scalar_t>(grid + ((shared ? 0 : b * N) + n) * 2, map, align_corners);
             const scalar_t g = gy[b * N + n];
             const scalar_t gw[kTaps] = {g * t.w[0], g * t.w[1], g * t.w[2], g * t.w[3]};
-            tap_axpys(padded.data() + i * map_size + t.row * C, map.Wp * C, C, ft + n * C, gw, c0, c1);
+            tap_axpys(padded.get() + i * map_size + t.row * C, map.Wp * C, C, ft + n * C, gw, c0, c1);
           }
         }
       }
       for (int64_t i = 0; i < bn; ++i) {
-        map.unpack(padded.data() + i * map_size, dx + (b0 + i) * C * H * W, c0, c1);
+        map.unpack(padded.get() + i * map_size, dx + (b0 + i) * C * H * W, c0, c1);
       }
     }
   });
