@@ -124,7 +124,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> factorized_readout_ba
   auto grad_m = at::zeros({N, P}, x.options());
   auto grad_w = at::zeros({N, C}, x.options());
   auto grad_b = grad.sum(0);
-  if (B == 0 || N == 0) return {grad_x, grad_m.view_as(spatial), grad_w, grad_b};
+  if (B == 0 || N == 0 || C == 0) return {grad_x, grad_m.view_as(spatial), grad_w, grad_b};
   const auto X = x.reshape({B, C * P});
   const auto M = spatial.reshape({N, P});
   const auto GyT = grad.t().contiguous();  // (N, B)

@@ -78,6 +78,17 @@ def test_empty_batch(backend, device):
         assert grad.shape == param.shape and torch.count_nonzero(grad) == 0
 
 
+@pytest.mark.parametrize("shape", [(3, 0, 4, 4, 5), (3, 2, 0, 4, 5), (3, 0, 0, 0, 5)], ids=str)
+def test_empty_channels_or_pixels(backend, device, shape):
+    """C = 0 or H*W = 0: y is the bias alone, and every gradient but the bias's is zero (or empty)."""
+    x, m, w, b = readout_inputs(*shape, device=device)
+    y, (gx, gm, gw, gb) = run(lambda *a: factorized_readout(*a, backend=backend), (x, m, w, b))
+    torch.testing.assert_close(y, b.detach().expand(shape[0], -1))
+    for grad, param in ((gx, x), (gm, m), (gw, w)):
+        assert grad.shape == param.shape and torch.count_nonzero(grad) == 0
+    assert gb.shape == b.shape
+
+
 def test_deterministic(backend, device):
     """Split reductions are summed in a fixed order: two runs agree bit for bit."""
     inputs = readout_inputs(5, 7, 11, 13, 29, device=device)
