@@ -150,7 +150,7 @@ def _torch_grad(z: Tensor, target: Tensor, activation: str, eps: float, scale: f
         if activation == "identity":
             slope = torch.ones_like(z)
         elif activation == "elu1":
-            slope = torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0)))
+            slope = torch.where(z > 0, torch.ones_like(z), torch.exp(torch.where(z > 0, torch.zeros_like(z), z)))
         else:
             slope = torch.where(z > 20, torch.ones_like(z), torch.sigmoid(z))
         grad = slope * (1 - s / (reference.poisson_rate(z, activation) + eps))

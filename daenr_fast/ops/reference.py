@@ -34,7 +34,9 @@ def poisson_rate(z: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "identity":
         return z
     if activation == "elu1":
-        return torch.where(z > 0, z + 1, torch.exp(torch.clamp(z, max=0)))
+        # exp of z where z <= 0 (0 elsewhere, where it is not taken): its derivative at z = 0 is exp(0) = 1, the
+        # true one, on every torch (clamp(max=0) passes no gradient at the bound since torch 2.14)
+        return torch.where(z > 0, z + 1, torch.exp(torch.where(z > 0, torch.zeros_like(z), z)))
     if activation == "softplus":
         return torch.nn.functional.softplus(z)
     if activation == "exp":
