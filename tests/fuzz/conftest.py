@@ -18,7 +18,7 @@ try:
 except ImportError:  # the test modules skip themselves
     settings = None
 
-CI_EXAMPLES = 400
+CI_EXAMPLES = 300
 
 if settings is not None:
     _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
