@@ -312,7 +312,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> poisson_loss_forward(const at::Te
     if (mode == kModeTotal) {
       double total = 0;
       for (int64_t t = 0; t < n_tiles; ++t) total += ts[t];
-      loss.fill_(mean ? total / count : total);
+      // a plain cast: a total past the float range becomes inf, as the torch backend's sum (fill_ would throw)
+      *loss.data_ptr<scalar_t>() = static_cast<scalar_t>(mean ? total / count : total);
     } else if (mode == kModePerNeuron) {
       scalar_t* out = loss.data_ptr<scalar_t>();
       const double* cs = col_sum.data_ptr<double>();
