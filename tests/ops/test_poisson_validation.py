@@ -46,4 +46,3 @@ def test_per_neuron_over_empty_shapes_agrees_across_backends(backend, shape, red
 def test_a_float32_total_past_the_range_is_inf_like_torch_sums(backend):
     z = torch.tensor([3e38, 3e38])
     assert poisson_loss(z, torch.zeros(2), reduction="sum", backend=backend).item() == float("inf")
-    assert poisson_loss(z, torch.zeros(2), reduction="mean", backend=backend).item() == pytest.approx(3e38)
