@@ -98,6 +98,23 @@ def with_grads(forward: Callable[[], torch.Tensor], leaves: tuple, grad_out: Opt
     return run
 
 
+def leaves_for(inputs: dict, names: tuple, mode: str) -> tuple:
+    """The inputs ``names`` of a case: as they are for ``"fwd"``, else fresh leaves that require gradients."""
+    if mode == "fwd":
+        return tuple(inputs[k] for k in names)
+    return tuple(inputs[k].detach().clone().requires_grad_(True) for k in names)
+
+
+def runner(forward: Callable, leaves: tuple, grad_out: Optional[torch.Tensor], mode: str) -> Callable:
+    """A callable running ``forward(*leaves)``: without autograd for ``"fwd"``, else with every gradient."""
+    if mode == "fwd":
+        def run():
+            with torch.no_grad():
+                return forward(*leaves)
+        return run
+    return with_grads(lambda: forward(*leaves), leaves, grad_out)
+
+
 def compiled(fn: Callable, **kwargs) -> Callable:
     """``torch.compile(fn)``; compilation happens at the first call (the benchmark's warm-up)."""
     return torch.compile(fn, **kwargs)

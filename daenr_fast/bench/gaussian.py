@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from daenr_fast.bench.cases import Impl, compiled, max_relative_error, unavailable, with_grads
+from daenr_fast.bench.cases import Impl, compiled, leaves_for, max_relative_error, runner, unavailable
 
 OP = "gaussian"
 OP_NAME = "gaussian_readout"
@@ -61,30 +61,15 @@ def reference_forward(x, grid, features, bias):
     return (sampled.squeeze(-1) * features[None]).sum(1).view(b, n) + bias
 
 
-def _leaves(inputs: dict, mode: str) -> tuple:
-    if mode == "fwd":
-        return tuple(inputs[k] for k in NAMES)
-    return tuple(inputs[k].detach().clone().requires_grad_(True) for k in NAMES)
-
-
-def _runner(forward, leaves: tuple, grad_out, mode: str):
-    if mode == "fwd":
-        def run():
-            with torch.no_grad():
-                return forward(*leaves)
-        return run
-    return with_grads(lambda: forward(*leaves), leaves, grad_out)
-
-
 def implementations(inputs: dict, mode: str, device: torch.device, compile: bool = True) -> list[Impl]:
     """Every implementation of the case (see the module docstring); unavailable backends as reported rows."""
     from daenr_fast import _dispatch, ops
 
-    leaves = _leaves(inputs, mode)
+    leaves = leaves_for(inputs, NAMES, mode)
     g = inputs["grad_out"]
-    impls = [Impl("reference (grid_sample)", "reference", _runner(reference_forward, leaves, g, mode))]
+    impls = [Impl("reference (grid_sample)", "reference", runner(reference_forward, leaves, g, mode))]
     if compile:
-        impls.append(Impl("torch.compile(reference)", "compile", _runner(compiled(reference_forward), leaves, g, mode)))
+        impls.append(Impl("torch.compile(reference)", "compile", runner(compiled(reference_forward), leaves, g, mode)))
     else:
         impls.append(unavailable("torch.compile(reference)", "compile", "skipped (--no-compile or --quick)"))
     for backend in ops.OPS[OP_NAME].backends:
@@ -97,7 +82,7 @@ def implementations(inputs: dict, mode: str, device: torch.device, compile: bool
         def forward(x, grid, features, bias, _backend=backend):
             return ops.gaussian_readout(x, grid, features, bias, backend=_backend)
 
-        impls.append(Impl(name, "backend", _runner(forward, leaves, g, mode)))
+        impls.append(Impl(name, "backend", runner(forward, leaves, g, mode)))
     b, c = inputs["x"].shape[:2]
     f = inputs["features"].detach()
     taps = torch.randn(4 * b, c, generator=torch.Generator().manual_seed(1)).to(f)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from daenr_fast.bench.cases import Impl, compiled, max_relative_error, unavailable, with_grads
+from daenr_fast.bench.cases import Impl, compiled, leaves_for, max_relative_error, runner, unavailable
 
 OP = "readout"
 OP_NAME = "factorized_readout"
+NAMES = ("x", "spatial", "features", "bias")  # the inputs of a case, in the op's order
 SHAPE_NAMES = ("B", "C", "H", "W", "N")
 MODES = ("fwd", "fwd+bwd")
 SIZES = {
@@ -61,33 +62,17 @@ def eager_forward(x, spatial, features, bias):
     return (pooled * features.t()).sum(1) + bias
 
 
-def _leaves(inputs: dict, mode: str) -> tuple:
-    names = ("x", "spatial", "features", "bias")
-    if mode == "fwd":
-        return tuple(inputs[k] for k in names)
-    return tuple(inputs[k].detach().clone().requires_grad_(True) for k in names)
-
-
-def _runner(forward, leaves: tuple, grad_out, mode: str):
-    if mode == "fwd":
-        def run():
-            with torch.no_grad():
-                return forward(*leaves)
-        return run
-    return with_grads(lambda: forward(*leaves), leaves, grad_out)
-
-
 def implementations(inputs: dict, mode: str, device: torch.device, compile: bool = True) -> list[Impl]:
     """Every implementation of the case (see the module docstring); unavailable backends as reported rows."""
     from daenr_fast import _dispatch, ops
 
-    leaves = _leaves(inputs, mode)
+    leaves = leaves_for(inputs, NAMES, mode)
     g = inputs["grad_out"]
-    impls = [Impl("reference (einsum)", "reference", _runner(reference_forward, leaves, g, mode)),
-             Impl("eager (mm+mul-sum)", "eager", _runner(eager_forward, leaves, g, mode))]
+    impls = [Impl("reference (einsum)", "reference", runner(reference_forward, leaves, g, mode)),
+             Impl("eager (mm+mul-sum)", "eager", runner(eager_forward, leaves, g, mode))]
     if compile:
         impls.append(Impl("torch.compile(reference)", "compile",
-                          _runner(compiled(reference_forward), leaves, g, mode)))
+                          runner(compiled(reference_forward), leaves, g, mode)))
     else:
         impls.append(unavailable("torch.compile(reference)", "compile", "skipped (--no-compile or --quick)"))
     for backend in ops.OPS[OP_NAME].backends:
@@ -100,7 +85,7 @@ def implementations(inputs: dict, mode: str, device: torch.device, compile: bool
         def forward(x, m, w, b, _backend=backend):
             return ops.factorized_readout(x, m, w, b, backend=_backend)
 
-        impls.append(Impl(name, "backend", _runner(forward, leaves, g, mode)))
+        impls.append(Impl(name, "backend", runner(forward, leaves, g, mode)))
     x, m = inputs["x"], inputs["spatial"]
     bc, p, n = x.shape[0] * x.shape[1], x.shape[2] * x.shape[3], m.shape[0]
     xm, mt = x.detach().reshape(bc, p), m.detach().reshape(n, p).t()
