@@ -4,10 +4,12 @@ paper's preprocessing.
 * :func:`simulate` / :func:`load` (``"sim:region3"``, ``"antolik:PATH/region3"``, ``"PATH.npz"``) return a
   :class:`NeuralDataset`; :func:`save_npz` / :func:`load_npz` write and read the generic format.
 * :func:`prepare` resizes to 32 x 32, maps intensities to [-1, 1] and splits into :class:`Splits`.
+* :func:`ground_truth_for` / :class:`GroundTruth` give a simulated region's noise-free rates for any image.
 * :func:`stats` computes the response statistics the simulator is calibrated to.
 """
 from .antolik import load_antolik
 from .dataset import DataError, MissingDataFile, NeuralDataset, validate
+from .ground_truth import GroundTruth, ground_truth_for
 from .npz_format import load_npz, save_npz
 from .preprocess import ResponseDataset, Splits, prepare
 from .regions import REGIONS, RegionSpec, region_spec
@@ -21,4 +23,5 @@ __all__ = [
     "prepare", "Splits", "ResponseDataset",
     "stats", "format_stats", "lifetime_sparseness",
     "REGIONS", "RegionSpec", "region_spec",
+    "GroundTruth", "ground_truth_for",
 ]

@@ -8,8 +8,10 @@ phase ``phi_i`` and aspect ratio ``gamma_i``::
 
 made zero-mean (a neuron sees contrast, not luminance) and unit-norm. The linear drive is ``L_i(x) = <g_i, x>``;
 the quadrature partner uses ``phi + pi/2``. A simple cell's drive is ``L_i``, a complex cell's is the energy
-``sqrt(L_even^2 + L_odd^2)``. Drives are standardised with their mean and spread over a reference stimulus set,
-then pass through the rate nonlinearity of :func:`rates`.
+``sqrt(L_even^2 + L_odd^2)``. The filters can be sampled on any grid covering the stimulus field (the simulator
+applies them to the 32 x 32 preprocessed images the models see). Drives are mapped to normal scores through their
+quantiles over a reference stimulus set (:func:`gaussianize`), then pass through the rate nonlinearity of
+:func:`rates`.
 """
 from __future__ import annotations
 
@@ -69,13 +71,23 @@ def _rotated_envelope(pop: Population, grid: np.ndarray) -> tuple[np.ndarray, np
     return u, np.exp(-(u**2 + (pop.aspect[:, None, None] * v) ** 2) / (2 * sig**2))
 
 
-def gabor_filters(pop: Population, phase_shift: float = 0.0) -> np.ndarray:
-    """Zero-mean, unit-norm Gabor filters.
+def _grid(pop: Population, size: int) -> np.ndarray:
+    """Stimulus-pixel coordinates of the pixel centres of a ``size``-pixel grid covering the stimulus field
+    (``(k + 0.5) * S / size - 0.5``; the identity for ``size == S``)."""
+    return (np.arange(size, dtype=np.float64) + 0.5) * (pop.size / size) - 0.5
+
+
+def gabor_filters(pop: Population, phase_shift: float = 0.0, size: int | None = None) -> np.ndarray:
+    """Zero-mean, unit-norm Gabor filters sampled on a ``size x size`` grid covering the stimulus field.
+
+    Args:
+        phase_shift: added to every carrier phase.
+        size: grid side (default ``pop.size``, the stimulus grid).
 
     Returns:
-        (n, S, S) float64, carrier phase ``phase + phase_shift``.
+        (n, size, size) float64, carrier phase ``phase + phase_shift``.
     """
-    u, env = _rotated_envelope(pop, np.arange(pop.size, dtype=np.float64))
+    u, env = _rotated_envelope(pop, _grid(pop, pop.size if size is None else int(size)))
     carrier = np.cos(2 * np.pi * u / pop.wavelength[:, None, None] + (pop.phase + phase_shift)[:, None, None])
     g = env * carrier
     g -= env * (g.sum(axis=(1, 2)) / env.sum(axis=(1, 2)))[:, None, None]
@@ -89,8 +101,7 @@ def envelopes(pop: Population, size: int) -> np.ndarray:
     Returns:
         (n, size, size) float32, peak 1.
     """
-    scale = size / pop.size
-    _, env = _rotated_envelope(pop, (np.arange(size) + 0.5) / scale - 0.5)
+    _, env = _rotated_envelope(pop, _grid(pop, size))
     return (env / env.max(axis=(1, 2), keepdims=True)).astype(np.float32)
 
 
@@ -98,42 +109,63 @@ def raw_drive(pop: Population, images: np.ndarray) -> np.ndarray:
     """Unstandardised drive: ``L_i`` for simple cells, ``sqrt(L_even^2 + L_odd^2)`` for complex cells.
 
     Args:
-        images: (N, S, S) stimuli.
+        images: (N, G, G) images on any square grid covering the stimulus field (the filters are sampled on it).
 
     Returns:
         (N, n) float64.
     """
+    size = images.shape[-1]
     x = images.reshape(len(images), -1).astype(np.float64)
-    even = x @ gabor_filters(pop).reshape(pop.n, -1).T
-    odd = x @ gabor_filters(pop, np.pi / 2).reshape(pop.n, -1).T
+    even = x @ gabor_filters(pop, size=size).reshape(pop.n, -1).T
+    odd = x @ gabor_filters(pop, np.pi / 2, size=size).reshape(pop.n, -1).T
     energy = np.sqrt(even**2 + odd**2)
     return np.where(pop.complex_cell[None, :], energy, even)
 
 
-def gaussianize(drive: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Map drives to standard-normal scores through their distribution over the reference stimuli.
+#: Fraction of the reference drives at each end whose quantiles set the slope of the linear extrapolation.
+TAIL_FRACTION = 0.01
 
-    ``z = Phi^-1(F(d))`` with ``F`` the empirical CDF of each neuron's reference drives (mid-ranks,
-    ``(rank + 1/2) / M``): the neuron's response curve is matched to the statistics of natural images
-    (histogram equalisation), so ``z`` is standard normal over the reference set.
+
+def normal_scores(m: int) -> np.ndarray:
+    """(m,) standard-normal quantiles at the mid-ranks ``Phi^-1((k + 1/2) / m)``, k = 0 .. m - 1."""
+    from scipy.special import ndtri
+
+    return ndtri((np.arange(m) + 0.5) / m)
+
+
+def gaussianize(drive: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Map drives to standard-normal scores through their quantiles over the reference stimuli.
+
+    Each neuron's sorted reference drives ``d_(0) <= ... <= d_(M-1)`` are matched to the normal scores
+    ``z_k = Phi^-1((k + 1/2) / M)`` (histogram equalisation to natural images), and ``z(d)`` is the piecewise-linear
+    interpolation through the points ``(d_(k), z_k)``: a reference drive maps to its own score, so ``z`` is
+    standard normal over the reference set. Beyond the reference range ``z`` continues linearly with the slope
+    of the chord over the outer ``TAIL_FRACTION`` of the quantiles (at least one gap) at that end, so the map is
+    continuous, strictly increasing and defined for any drive (e.g. images of higher contrast than any reference).
 
     Args:
         drive: (N, n) raw drives.
-        reference: (M, n) raw drives of the reference stimuli.
+        reference: (M, n) raw drives of the reference stimuli (sorted or not), M >= 2.
 
     Returns:
         (N, n) float64.
     """
-    from scipy.special import ndtri
-
-    m = reference.shape[0]
-    ref = np.sort(reference, axis=0)
+    ref = np.sort(np.asarray(reference, dtype=np.float64), axis=0)
+    drive = np.asarray(drive, dtype=np.float64)
+    m = ref.shape[0]
+    if m < 2:
+        raise ValueError(f"reference: expected at least 2 reference stimuli, got {m}")
+    z_nodes = normal_scores(m)
+    q = max(1, int(round(TAIL_FRACTION * m)))
+    tiny = np.finfo(np.float64).tiny
+    slope_lo = (z_nodes[q] - z_nodes[0]) / np.maximum(ref[q] - ref[0], tiny)
+    slope_hi = (z_nodes[-1] - z_nodes[-1 - q]) / np.maximum(ref[-1] - ref[-1 - q], tiny)
     z = np.empty(drive.shape, dtype=np.float64)
     for i in range(drive.shape[1]):
-        below = np.searchsorted(ref[:, i], drive[:, i], side="left")
-        upto = np.searchsorted(ref[:, i], drive[:, i], side="right")
-        z[:, i] = ndtri(np.clip((0.5 * (below + upto)) / m, 0.5 / m, 1.0 - 0.5 / m))
-    return z
+        z[:, i] = np.interp(drive[:, i], ref[:, i], z_nodes)
+    below, above = drive < ref[0], drive > ref[-1]
+    z = np.where(below, z_nodes[0] + slope_lo * (drive - ref[0]), z)
+    return np.where(above, z_nodes[-1] + slope_hi * (drive - ref[-1]), z)
 
 
 def rates(z: np.ndarray, pop: Population) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Natural-image patches (:mod:`.stimuli`) are shown to a population of model simple and complex cells
 (:mod:`.neurons`) whose receptive fields cluster around a region-specific position; responses are Poisson spike
-counts of the noise-free rates. Training images are shown once, the 50 test images ``n_repeats`` times with
+counts of the noise-free rates. The neurons see the stimuli as the models do, resized to 32 x 32 and mapped
+to [-1, 1] (:func:`daenr_fast.data.prepare`); their response function for any image is
+:class:`daenr_fast.data.GroundTruth` (:func:`simulated_truth`). Training images are shown once, the 50 test images ``n_repeats`` times with
 independent draws. Sizes and calibration per region are in :mod:`.regions`.
 """
 from __future__ import annotations
@@ -10,16 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from .dataset import NeuralDataset
-from .neurons import Population, envelopes, gaussianize, raw_drive, rates, slopes_for_oracle
+from .ground_truth import MODEL_SIZE, SIMULATOR_VERSION, GroundTruth, sim_spec
+from .neurons import Population, envelopes, slopes_for_oracle
+from .preprocess import resize, to_unit_range
 from .regions import (
     ASPECT_RANGE, COMPLEX_FRACTION, MEAN_RATE_SPREAD, ORACLE_SPREAD, SIGMA_PER_WAVELENGTH, SIGMA_RANGE,
     STIMULUS_SIZE, RegionSpec, region_spec,
 )
 from .stimuli import natural_patches
-
-#: Side of the preprocessed images the ground-truth RF coordinates refer to.
-MODEL_SIZE = 32
-
 
 def to_model_coords(points: np.ndarray, size: int = STIMULUS_SIZE, model_size: int = MODEL_SIZE) -> np.ndarray:
     """Map pixel coordinates of a ``size``-pixel image to a ``model_size``-pixel resize of it (pixel centres)."""
@@ -53,6 +53,34 @@ def reliability_targets(spec: RegionSpec, rng: np.random.Generator) -> np.ndarra
     return 1.0 / (1.0 + np.exp(-logit))
 
 
+def _seeds(spec: RegionSpec, seed) -> list[np.random.SeedSequence]:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return np.random.SeedSequence([int(seed), spec.region]).spawn(3)
+
+
+def simulated_truth(region: int = 3, seed: int = 0) -> tuple[np.ndarray, GroundTruth, np.ndarray]:
+    """The stimuli and the noise-free response function of one region (everything of :func:`simulate` but the
+    spikes).
+
+    Returns:
+        ``(images, truth, target)``: the (N + T, 31, 31) float32 stimuli in [0, 1] (training images first), the
+        :class:`GroundTruth` (rate transform referenced to the N training images, on the 32 x 32 model images
+        of :func:`daenr_fast.data.prepare`) and the (n,) target oracle correlations.
+    """
+    spec = region_spec(region)
+    stim_seq, pop_seq, _ = _seeds(spec, seed)
+    images = natural_patches(spec.n_train + spec.n_test, np.random.default_rng(stim_seq), STIMULUS_SIZE)
+    pop = sample_population(spec, np.random.default_rng(pop_seq))
+    target = reliability_targets(spec, np.random.default_rng(pop_seq.spawn(1)[0]))
+    pop.slope = slopes_for_oracle(target, pop.mean_rate, spec.n_repeats)
+    resized = resize(images[: spec.n_train], MODEL_SIZE)
+    intensity_range = (float(resized.min()), float(resized.max()))
+    model = to_unit_range(resize(images, MODEL_SIZE), *intensity_range)[:, 0].numpy()
+    truth = GroundTruth.fit(pop, model[: spec.n_train], intensity_range, sim_spec(spec.region, seed))
+    return images, truth, target
+
+
 def simulate(region: int = 3, seed: int = 0) -> NeuralDataset:
     """Simulate one region of the experiment.
 
@@ -69,15 +97,10 @@ def simulate(region: int = 3, seed: int = 0) -> NeuralDataset:
         ``orientation``, ``sigma``, ``wavelength``, ``phase`` (n,) (pixels / radians of the stimulus grid).
     """
     spec = region_spec(region)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    stim_seq, pop_seq, spike_seq = np.random.SeedSequence([int(seed), spec.region]).spawn(3)
-    images = natural_patches(spec.n_train + spec.n_test, np.random.default_rng(stim_seq), STIMULUS_SIZE)
-    pop = sample_population(spec, np.random.default_rng(pop_seq))
-    target = reliability_targets(spec, np.random.default_rng(pop_seq.spawn(1)[0]))
-    pop.slope = slopes_for_oracle(target, pop.mean_rate, spec.n_repeats)
-    drive = raw_drive(pop, images)
-    rate = rates(gaussianize(drive, drive[: spec.n_train]), pop)
+    spike_seq = _seeds(spec, seed)[2]
+    images, truth, target = simulated_truth(spec.region, seed)
+    pop = truth.population
+    rate = truth.rates(truth.model_images(images))
     train_rates, test_rates = rate[: spec.n_train], rate[spec.n_train:]
     spikes = np.random.default_rng(spike_seq)
     train_responses = spikes.poisson(train_rates)
@@ -100,6 +123,7 @@ def simulate(region: int = 3, seed: int = 0) -> NeuralDataset:
         "source": "simulated",
         "region": spec.region,
         "seed": int(seed),
+        "simulator_version": SIMULATOR_VERSION,
         "stimulus_size": STIMULUS_SIZE,
         "intensity_range": [0.0, 1.0],
         "response_unit": "spike count",

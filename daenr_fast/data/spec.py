@@ -23,18 +23,25 @@ def _unknown(spec, why: str) -> ValueError:
     return ValueError(f"unknown dataset spec {spec!r} ({why}); accepted forms: {', '.join(FORMS)}")
 
 
+def parse_sim(spec) -> tuple[int, int] | None:
+    """``(region, seed)`` of a ``sim:`` spec, None for any other spec; ``ValueError`` for a malformed ``sim:`` one."""
+    if isinstance(spec, os.PathLike) or not isinstance(spec, str) or not spec.startswith("sim:"):
+        return None
+    match = _SIM.match(spec)
+    if not match:
+        raise _unknown(spec, "malformed simulated-region spec")
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
 def load(spec) -> NeuralDataset:
     """Load the dataset named by ``spec`` (module docstring); ``ValueError`` listing the forms otherwise."""
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
     if not isinstance(spec, str):
         raise _unknown(spec, f"expected a string, got {type(spec).__name__}")
-    if spec.startswith("sim:"):
-        match = _SIM.match(spec)
-        if not match:
-            raise _unknown(spec, "malformed simulated-region spec")
-        region, seed = int(match.group(1)), int(match.group(2) or 0)
-        return simulate(region=region, seed=seed)
+    sim = parse_sim(spec)
+    if sim is not None:
+        return simulate(region=sim[0], seed=sim[1])
     if spec.startswith("antolik:"):
         path = spec[len("antolik:"):]
         if not path:
