@@ -6,6 +6,7 @@ HELP = "reproduce the paper's Tables 2-6 / Figures 2-4 (mean and 95% CI over see
 
 
 def add_arguments(parser) -> None:
+    from daenr_fast.experiments.executors import EXECUTORS, RAY_INSTALL
     from daenr_fast.experiments.tables import TARGETS
 
     parser.add_argument("target", choices=TARGETS, help="table2 ... table6, figures (Figs. 2-4) or all")
@@ -16,20 +17,34 @@ def add_arguments(parser) -> None:
                         help="short runs (200 steps, patience 100, batch 32) instead of the paper's protocol")
     parser.add_argument("--out", default="daenr-reproduce",
                         help="sweep folder: results.csv, runs/ and TARGET/report.md (default ./daenr-reproduce)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default cores / jobs)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained in parallel local processes (default 1; --executor local only)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default cores / jobs; with --executor ray the CPUs each task "
+                             "reserves, default 1)")
     parser.add_argument("--regions", type=int, nargs="+", default=[1, 2, 3], choices=(1, 2, 3),
                         help="regions to include (default 1 2 3)")
     parser.add_argument("--max-steps", type=int, default=None, help="override the protocol's step cap")
     parser.add_argument("--patience", type=int, default=None, help="override the protocol's patience (steps)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    parser.add_argument("--executor", choices=EXECUTORS, default=EXECUTORS[0],
+                        help=f"where the runs train: local processes (default) or Ray tasks on a Ray cluster "
+                             f"(needs {RAY_INSTALL})")
+    parser.add_argument("--address", default=None,
+                        help="--executor ray: the cluster's address (HOST:PORT printed by 'ray start --head', or "
+                             "auto); default: RAY_ADDRESS, else the cluster started on this machine with "
+                             "'ray start', else a new Ray instance on this machine alone")
+    parser.add_argument("--gpus-per-task", type=float, default=0.0,
+                        help="--executor ray: the fraction of a GPU each run reserves, in (0, 1] (0.25: four runs "
+                             "share a GPU); default 0: the runs train on CPU")
 
 
 def run(args) -> int:
     from daenr_fast.experiments.claims import claim_results, summary_line
+    from daenr_fast.experiments.executors import make_executor
     from daenr_fast.experiments.protocol import PAPER, QUICK
     from daenr_fast.experiments.report import write_report
-    from daenr_fast.experiments.sweep import default_threads, read_results, rows_for, run_sweep
+    from daenr_fast.experiments.sweep import read_results, rows_for, run_sweep
     from daenr_fast.experiments.tables import arms_for, layouts_for
 
     if args.seeds < 1 or args.jobs < 1:
@@ -38,11 +53,16 @@ def run(args) -> int:
     regions = tuple(sorted(set(args.regions)))
     seeds = list(range(args.seeds))
     arms = arms_for(args.target, regions)
-    threads = args.threads or default_threads(args.jobs)
-    print(f"{args.target}: {len(arms)} configurations x {len(seeds)} seeds, protocol {protocol.name}, "
-          f"data {args.data}, {args.jobs} job(s) x {threads} thread(s)", flush=True)
-    summary = run_sweep(arms, seeds, protocol, args.data, args.out, jobs=args.jobs, threads=threads, device=args.device,
-                        log=lambda line: print(line, flush=True))
+    executor = make_executor(args.executor, jobs=args.jobs, address=args.address, threads=args.threads,
+                             gpus_per_task=args.gpus_per_task)
+    try:
+        threads = args.threads or executor.default_threads()
+        print(f"{args.target}: {len(arms)} configurations x {len(seeds)} seeds, protocol {protocol.name}, "
+              f"data {args.data}, {executor.describe(threads)}", flush=True)
+        summary = run_sweep(arms, seeds, protocol, args.data, args.out, jobs=args.jobs, threads=threads,
+                            device=args.device, log=lambda line: print(line, flush=True), executor=executor)
+    finally:
+        executor.close()
     path = write_report(args.out, args.target, regions, seeds, protocol, args.data, summary, args.jobs, threads)
     rows = read_results(args.out)
     for layout in layouts_for(args.target, regions):

@@ -4,25 +4,26 @@ Every (arm, seed) is a run with an id built from everything that changes its num
 data), e.g. ``cae-fr2-r3-all-s0-1a2b3c4d``. A run trains in ``OUT/runs/<id>/`` (checkpoint, ``metrics.json``,
 ``recon.npz``) and its row is appended to ``OUT/results.csv`` as soon as it ends. Rerunning the same sweep
 reuses every row with status ``ok`` and trains only what is missing (an interrupted run resumes from its
-checkpoint). Runs are independent, so ``jobs > 1`` trains them in parallel processes
-(``concurrent.futures.ProcessPoolExecutor``); a subset run (Table 3) waits for its parent run.
+checkpoint). Runs are independent: an executor (:mod:`daenr_fast.experiments.executors`) trains them in this
+process, in parallel local processes (``jobs > 1``) or as Ray tasks on a cluster, and this process writes each
+row as its run ends, so a killed sweep loses only the runs it had not finished; a subset run (Table 3) waits for
+its parent run.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import traceback
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from daenr_fast.experiments.executors import LocalExecutor, default_threads  # noqa: F401 (re-exported)
 from daenr_fast.experiments.protocol import Protocol
 from daenr_fast.experiments.tables import Arm
-from daenr_fast.experiments.worker import execute
+from daenr_fast.experiments.worker import INTERNAL, execute
 
 RESULTS_NAME = "results.csv"
 #: one line per invocation of :func:`run_sweep`: time, runs trained / reused / failed, wall seconds
@@ -83,14 +84,9 @@ def make_job(arm: Arm, seed: int, protocol: Protocol, data: str, out: Path, thre
             "device": device}
 
 
-def default_threads(jobs: int) -> int:
-    """Torch threads per run: the CPU cores shared evenly between ``jobs`` parallel runs (at least 1)."""
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
-
-
 def run_sweep(arms: Sequence[Arm], seeds: Sequence[int], protocol: Protocol, data: str, out, jobs: int = 1,
               threads: Optional[int] = None, device: str = "cpu",
-              log: Callable[[str], None] = print) -> SweepSummary:
+              log: Callable[[str], None] = print, executor=None) -> SweepSummary:
     """Train every (arm, seed) not already in ``out/results.csv``; write each row as its run ends.
 
     Args:
@@ -99,17 +95,22 @@ def run_sweep(arms: Sequence[Arm], seeds: Sequence[int], protocol: Protocol, dat
         protocol: the training protocol.
         data: ``sim``, ``antolik:DIR`` or a data spec (see :func:`~daenr_fast.experiments.subsets.data_spec`).
         out: output folder.
-        jobs: parallel processes (1 = train in this process).
-        threads: torch threads per run (default :func:`default_threads`).
+        jobs: parallel processes (1 = train in this process) of the default executor.
+        threads: torch threads per run (default: the executor's, :func:`default_threads` for local processes).
         device: ``cpu``, ``cuda`` or ``auto``; on a GPU the parallel runs share the device.
         log: receives one line per finished run.
+        executor: where the runs train (:mod:`daenr_fast.experiments.executors`); default
+            ``LocalExecutor(jobs)``. Each job's outcome is a row, a list of rows, or the exception that stopped it
+            (recorded as failed rows).
 
     Returns:
         a :class:`SweepSummary`.
     """
-    out = Path(out)
+    out = Path(out).absolute()  # the run folders are written by worker processes, maybe on other machines
     out.mkdir(parents=True, exist_ok=True)
-    threads = threads or default_threads(jobs)
+    executor = executor if executor is not None else LocalExecutor(jobs)
+    threads = threads or executor.default_threads()
+    device = executor.job_device(device)
     rows = read_results(out)
     start = time.perf_counter()
     phases = [[a for a in arms if a.parent is None], [a for a in arms if a.parent is not None]]
@@ -129,19 +130,25 @@ def run_sweep(arms: Sequence[Arm], seeds: Sequence[int], protocol: Protocol, dat
         log(f"reusing {reused} of {total} finished runs from {out / RESULTS_NAME}")
     for phase in todo:
         pending = [j for j in phase if rows.get(j["run_id"], {}).get("status") != "ok"]
-        if jobs <= 1 or len(pending) <= 1:
-            for job in pending:
-                record(execute(job))
-            continue
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(execute, job) for job in pending]):
-                record(future.result())
+        for job, outcome in executor.run(execute, pending):
+            for row in outcome_rows(job, outcome):
+                record(row)
     summary = SweepSummary(counts["trained"], reused, counts["failed"], time.perf_counter() - start)
     with open(out / SWEEP_LOG, "a", encoding="utf-8") as handle:
         handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {len(arms)} configurations x {len(seeds)} seeds, "
                      f"{protocol.name}: {summary.trained} trained, {summary.reused} reused, {summary.failed} failed, "
                      f"{summary.wall_seconds:.0f} s wall\n")
     return summary
+
+
+def outcome_rows(job: dict, outcome) -> List[dict]:
+    """The ``results.csv`` rows of one executed job: its row, its list of rows, or for an exception (the job's
+    process raised or died) a ``failed`` row carrying the error."""
+    if isinstance(outcome, BaseException):
+        last = traceback.format_exception_only(type(outcome), outcome)[-1].strip()
+        base = {k: v for k, v in job.items() if k not in INTERNAL}
+        return [dict(base, status="failed", error=last[:300])]
+    return list(outcome) if isinstance(outcome, (list, tuple)) else [outcome]
 
 
 def _progress_line(row: dict, done: int, total: int) -> str:
