@@ -31,6 +31,7 @@ setup(
     ],
     extras_require={
         "triton": ["triton"],
+        "ray": ["ray>=2.60"],  # sweeps as Ray tasks (daenr reproduce --executor ray); tested with 2.60.0
         "test": ["pytest", "pytest-benchmark", "pytest-xdist", "hypothesis"],
     },
     entry_points={"console_scripts": ["daenr=daenr_fast.cli:main"]},
