@@ -9,15 +9,23 @@ With P = H*W, x (B,C,P), m = spatial (N,P), w = features (N,C), gy = dL/dy (B,N)
     gb[n]   = sum_b gy[b,n]                                                          (N,)
 
 Each kernel is a blocked GEMM on ``tl.dot`` with a float32 accumulator. Forward, grad spatial and grad features
-keep the per-neuron factor (w[n,c] or gy[b,n]) outside the dot: each ``tl.dot`` contracts raw input tiles and its
-float32 result is scaled row- or column-wise before it is added, so no rounded products enter the tensor cores and
-fp16/bf16 inputs are multiplied exactly. Grad x needs the product gy[b,n] w[n,c] inside the contraction over n;
-it is formed in float32 (for fp16/bf16 the dot then runs in 3xTF32, close to float32). float32 inputs use
-``input_precision="ieee"`` throughout, so the float32 backend matches the reference to float32 rounding.
+can keep the per-neuron factor (w[n,c] or gy[b,n]) outside the dot: each ``tl.dot`` contracts raw input tiles and
+its float32 result is scaled row- or column-wise before it is added, so no rounded products enter the dot and
+fp16/bf16 inputs are multiplied exactly. For float32 inputs a tile may instead be ``FUSED``: the factor is folded
+into one operand (the factorized operand m[n,p] w[n,c], or gy[b,n] w[n,c], gy[b,n] m[n,p], rounded once to float32)
+and the dot accumulates straight into the accumulator, one tensor-core contraction over (c,p) or (b,c) or (b,p).
+Grad x always contracts the float32 product gy[b,n] w[n,c] (for fp16/bf16 in 3xTF32, close to float32).
 
-Block sizes are fixed per dtype (no autotuning, so a new shape costs no benchmarking): float32 dots run on FMA
-units and take shallower blocks than the tensor-core fp16/bf16 dots, chosen so that no kernel spills registers on
-sm_80/sm_90 when the channel and pixel counts are multiples of 16.
+The float32 dots run in the ``precision`` the caller gives (see ``daenr_fast.ops.factorized_readout``):
+"tf32x3" (split precision on tensor cores: each operand is a TF32 high part plus a TF32 low part and three
+products are summed, about float32 accuracy), "ieee" (FMA units, exact float32 products) or "tf32" (one TF32
+product, 10-bit mantissas; an opt-in). The Triton interpreter ignores ``input_precision`` (it multiplies in
+float32 with numpy), so on CPU tensors every precision gives float32 products.
+
+Tiles: small calls use fixed heuristic blocks per dtype (no benchmarking); on a GPU, calls of at least
+``TUNE_MIN_WORK`` multiply-adds are autotuned once per shape and precision over :data:`TILE_CONFIGS`
+(``DAENR_FAST_TRITON_AUTOTUNE=0`` turns it off). The interpreter always runs one configuration: the heuristic,
+or the ``tiles`` a caller passes.
 
 When the output tiles alone are too few to fill the GPU, the forward splits its channels and the two weight
 gradients split the batch across programs (split-K); each split writes a float32 partial result and the launcher
@@ -34,16 +42,24 @@ import torch
 import triton
 import triton.language as tl
 
+from daenr_fast.ops.factorized_readout import DEFAULT_FLOAT32_PRECISION, FLOAT32_PRECISIONS
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_AUTOTUNE = os.environ.get("DAENR_FAST_TRITON_AUTOTUNE", "1") != "0"
 _MAX_SPLITS = 64
+
+#: Calls of at least this many multiply-adds (B*C*H*W*N) are autotuned on a GPU; smaller ones are launch-bound.
+TUNE_MIN_WORK = 1e8
 
 
 # ------------------------------------------------------------------------------------------------------- kernels
 
 @triton.jit(do_not_specialize=["c_per_split"])
 def _forward_kernel(x_ptr, m_ptr, w_ptr, part_ptr, B, C, P, N, c_per_split,
-                    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, PRECISION: tl.constexpr):
-    """part[s, b, n] = sum_{c in split s} w[n,c] * sum_p x[b,c,p] m[n,p] for one (BLOCK_B x BLOCK_N) tile."""
+                    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, FUSED: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """part[s, b, n] = sum_{c in split s} w[n,c] * sum_p x[b,c,p] m[n,p] for one (BLOCK_B x BLOCK_N) tile
+    (FUSED: sum_{c,p} x[b,c,p] (m[n,p] w[n,c]), one accumulating dot per channel)."""
     pid_b = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -64,7 +80,10 @@ def _forward_kernel(x_ptr, m_ptr, w_ptr, part_ptr, B, C, P, N, c_per_split,
             x_tile = tl.load(x_ptr + (offs_b[:, None] * C + c) * P + offs_p[None, :],
                              mask=mask_b[:, None] & mask_p[None, :], other=0.0)      # (BLOCK_B, BLOCK_P)
             w_c = tl.load(w_ptr + offs_n * C + c, mask=mask_n, other=0.0).to(tl.float32)
-            acc += tl.dot(x_tile, m_t, input_precision=PRECISION) * w_c[None, :]
+            if FUSED:
+                acc = tl.dot(x_tile, m_t * w_c[None, :], acc, input_precision=PRECISION)
+            else:
+                acc += tl.dot(x_tile, m_t, input_precision=PRECISION) * w_c[None, :]
     out = part_ptr + pid_s.to(tl.int64) * B * N + offs_b[:, None] * N + offs_n[None, :]
     tl.store(out, acc, mask=mask_b[:, None] & mask_n[None, :])
 
@@ -98,8 +117,9 @@ def _grad_x_kernel(gy_ptr, m_ptr, w_ptr, gx_ptr, B, C, P, N,
 @triton.jit(do_not_specialize=["b_per_split"])
 def _grad_spatial_kernel(gy_ptr, x_ptr, w_ptr, part_ptr, B, C, P, N, b_per_split,
                          BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-                         PRECISION: tl.constexpr):
-    """part[s, n, p] = sum_{b in split s} gy[b,n] * sum_c w[n,c] x[b,c,p] for one (BLOCK_N x BLOCK_P) tile."""
+                         FUSED: tl.constexpr, PRECISION: tl.constexpr):
+    """part[s, n, p] = sum_{b in split s} gy[b,n] * sum_c w[n,c] x[b,c,p] for one (BLOCK_N x BLOCK_P) tile
+    (FUSED: sum_{b,c} (gy[b,n] w[n,c]) x[b,c,p])."""
     pid_n = tl.program_id(0)
     pid_p = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -119,7 +139,10 @@ def _grad_spatial_kernel(gy_ptr, x_ptr, w_ptr, part_ptr, B, C, P, N, b_per_split
             x_tile = tl.load(x_ptr + (b * C + offs_c[:, None]) * P + offs_p[None, :],
                              mask=mask_c[:, None] & mask_p[None, :], other=0.0)      # (BLOCK_C, BLOCK_P)
             g_b = tl.load(gy_ptr + b * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            acc += tl.dot(w_tile, x_tile, input_precision=PRECISION) * g_b[:, None]
+            if FUSED:
+                acc = tl.dot(w_tile * g_b[:, None], x_tile, acc, input_precision=PRECISION)
+            else:
+                acc += tl.dot(w_tile, x_tile, input_precision=PRECISION) * g_b[:, None]
     out = part_ptr + pid_s.to(tl.int64) * N * P + offs_n[:, None] * P + offs_p[None, :]
     tl.store(out, acc, mask=mask_n[:, None] & mask_p[None, :])
 
@@ -127,8 +150,9 @@ def _grad_spatial_kernel(gy_ptr, x_ptr, w_ptr, part_ptr, B, C, P, N, b_per_split
 @triton.jit(do_not_specialize=["b_per_split"])
 def _grad_features_kernel(gy_ptr, x_ptr, m_ptr, part_ptr, B, C, P, N, b_per_split,
                           BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-                          PRECISION: tl.constexpr):
-    """part[s, n, c] = sum_{b in split s} gy[b,n] * sum_p m[n,p] x[b,c,p] for one (BLOCK_N x BLOCK_C) tile."""
+                          FUSED: tl.constexpr, PRECISION: tl.constexpr):
+    """part[s, n, c] = sum_{b in split s} gy[b,n] * sum_p m[n,p] x[b,c,p] for one (BLOCK_N x BLOCK_C) tile
+    (FUSED: sum_{b,p} (gy[b,n] m[n,p]) x[b,c,p])."""
     pid_n = tl.program_id(0)
     pid_c = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -148,9 +172,157 @@ def _grad_features_kernel(gy_ptr, x_ptr, m_ptr, part_ptr, B, C, P, N, b_per_spli
             x_tile = tl.load(x_ptr + (b * C + offs_c[None, :]) * P + offs_p[:, None],
                              mask=mask_p[:, None] & mask_c[None, :], other=0.0)      # (BLOCK_P, BLOCK_C)
             g_b = tl.load(gy_ptr + b * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            acc += tl.dot(m_tile, x_tile, input_precision=PRECISION) * g_b[:, None]
+            if FUSED:
+                acc = tl.dot(m_tile * g_b[:, None], x_tile, acc, input_precision=PRECISION)
+            else:
+                acc += tl.dot(m_tile, x_tile, input_precision=PRECISION) * g_b[:, None]
     out = part_ptr + pid_s.to(tl.int64) * N * C + offs_n[:, None] * C + offs_c[None, :]
     tl.store(out, acc, mask=mask_n[:, None] & mask_c[None, :])
+
+
+# ------------------------------------------------------------------------------------------------------- tiles
+
+#: kernel -> tile class -> candidate tiles of the autotuner (block sizes, FUSED, num_warps, num_stages). Classes:
+#: ``fma`` float32 tiles in "ieee" (FMA units), ``mma`` float32 tiles on tensor cores ("tf32x3", "tf32"; also
+#: grad x of fp16/bf16, which contracts float32 products in 3xTF32), ``half`` fp16/bf16 tiles (FUSED stays 0 so that
+#: their products stay exact). Every candidate is run by the interpreter tests (tests/ops/).
+TILE_CONFIGS: dict[str, dict[str, list[dict]]] = {
+    "forward": {
+        "fma": [dict(BLOCK_B=64, BLOCK_N=128, BLOCK_P=32, FUSED=0, num_warps=8, num_stages=3),
+                dict(BLOCK_B=64, BLOCK_N=64, BLOCK_P=32, FUSED=1, num_warps=4, num_stages=3),
+                dict(BLOCK_B=32, BLOCK_N=128, BLOCK_P=16, FUSED=1, num_warps=4, num_stages=3)],
+        "mma": [dict(BLOCK_B=64, BLOCK_N=128, BLOCK_P=32, FUSED=1, num_warps=8, num_stages=3),
+                dict(BLOCK_B=64, BLOCK_N=128, BLOCK_P=32, FUSED=0, num_warps=8, num_stages=3),
+                dict(BLOCK_B=128, BLOCK_N=128, BLOCK_P=32, FUSED=1, num_warps=8, num_stages=3),
+                dict(BLOCK_B=64, BLOCK_N=64, BLOCK_P=64, FUSED=1, num_warps=4, num_stages=3),
+                dict(BLOCK_B=32, BLOCK_N=128, BLOCK_P=64, FUSED=1, num_warps=4, num_stages=4),
+                dict(BLOCK_B=64, BLOCK_N=256, BLOCK_P=32, FUSED=1, num_warps=8, num_stages=3)],
+        "half": [dict(BLOCK_B=64, BLOCK_N=128, BLOCK_P=64, FUSED=0, num_warps=8, num_stages=3),
+                 dict(BLOCK_B=64, BLOCK_N=64, BLOCK_P=64, FUSED=0, num_warps=4, num_stages=3),
+                 dict(BLOCK_B=128, BLOCK_N=128, BLOCK_P=64, FUSED=0, num_warps=8, num_stages=3),
+                 dict(BLOCK_B=32, BLOCK_N=128, BLOCK_P=128, FUSED=0, num_warps=4, num_stages=3)],
+    },
+    "grad_x": {
+        "fma": [dict(BLOCK_R=64, BLOCK_P=64, BLOCK_N=32, num_warps=4, num_stages=3),
+                dict(BLOCK_R=32, BLOCK_P=64, BLOCK_N=32, num_warps=4, num_stages=3),
+                dict(BLOCK_R=64, BLOCK_P=128, BLOCK_N=16, num_warps=8, num_stages=3)],
+        "mma": [dict(BLOCK_R=64, BLOCK_P=64, BLOCK_N=32, num_warps=4, num_stages=3),
+                dict(BLOCK_R=128, BLOCK_P=64, BLOCK_N=32, num_warps=8, num_stages=3),
+                dict(BLOCK_R=64, BLOCK_P=128, BLOCK_N=32, num_warps=8, num_stages=3),
+                dict(BLOCK_R=128, BLOCK_P=128, BLOCK_N=32, num_warps=8, num_stages=3),
+                dict(BLOCK_R=64, BLOCK_P=64, BLOCK_N=64, num_warps=4, num_stages=3)],
+    },
+    "grad_spatial": {
+        "fma": [dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=32, FUSED=0, num_warps=8, num_stages=3),
+                dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=32, FUSED=1, num_warps=8, num_stages=3),
+                dict(BLOCK_N=32, BLOCK_P=64, BLOCK_C=16, FUSED=1, num_warps=4, num_stages=3)],
+        "mma": [dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=32, FUSED=1, num_warps=4, num_stages=3),
+                dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=32, FUSED=0, num_warps=4, num_stages=3),
+                dict(BLOCK_N=128, BLOCK_P=64, BLOCK_C=32, FUSED=1, num_warps=8, num_stages=3),
+                dict(BLOCK_N=64, BLOCK_P=128, BLOCK_C=32, FUSED=1, num_warps=8, num_stages=3),
+                dict(BLOCK_N=128, BLOCK_P=128, BLOCK_C=16, FUSED=1, num_warps=8, num_stages=3)],
+        "half": [dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=64, FUSED=0, num_warps=4, num_stages=3),
+                 dict(BLOCK_N=128, BLOCK_P=64, BLOCK_C=64, FUSED=0, num_warps=8, num_stages=3),
+                 dict(BLOCK_N=64, BLOCK_P=128, BLOCK_C=32, FUSED=0, num_warps=8, num_stages=3)],
+    },
+    "grad_features": {
+        "fma": [dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=32, FUSED=0, num_warps=4, num_stages=3),
+                dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=32, FUSED=1, num_warps=4, num_stages=3),
+                dict(BLOCK_N=32, BLOCK_C=64, BLOCK_P=16, FUSED=1, num_warps=4, num_stages=3)],
+        "mma": [dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=32, FUSED=1, num_warps=4, num_stages=3),
+                dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=32, FUSED=0, num_warps=4, num_stages=3),
+                dict(BLOCK_N=128, BLOCK_C=64, BLOCK_P=32, FUSED=1, num_warps=8, num_stages=3),
+                dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=64, FUSED=1, num_warps=4, num_stages=4),
+                dict(BLOCK_N=128, BLOCK_C=32, BLOCK_P=64, FUSED=1, num_warps=8, num_stages=3)],
+        "half": [dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=64, FUSED=0, num_warps=4, num_stages=3),
+                 dict(BLOCK_N=128, BLOCK_C=64, BLOCK_P=64, FUSED=0, num_warps=8, num_stages=3),
+                 dict(BLOCK_N=64, BLOCK_C=32, BLOCK_P=128, FUSED=0, num_warps=4, num_stages=3)],
+    },
+}
+
+#: kernel -> block name -> the extent (from the kernel's B, C, P, N) that block covers.
+_EXTENTS = {
+    "forward": {"BLOCK_B": lambda a: a["B"], "BLOCK_N": lambda a: a["N"], "BLOCK_P": lambda a: a["P"]},
+    "grad_x": {"BLOCK_R": lambda a: a["B"] * a["C"], "BLOCK_P": lambda a: a["P"], "BLOCK_N": lambda a: a["N"]},
+    "grad_spatial": {"BLOCK_N": lambda a: a["N"], "BLOCK_P": lambda a: a["P"], "BLOCK_C": lambda a: a["C"]},
+    "grad_features": {"BLOCK_N": lambda a: a["N"], "BLOCK_C": lambda a: a["C"], "BLOCK_P": lambda a: a["P"]},
+}
+_LAUNCH_KEYS = ("num_warps", "num_stages")
+_KERNELS = {"forward": _forward_kernel, "grad_x": _grad_x_kernel, "grad_spatial": _grad_spatial_kernel,
+            "grad_features": _grad_features_kernel}
+
+
+def tile_class(kernel: str, dtype: torch.dtype, precision: str) -> str:
+    """The :data:`TILE_CONFIGS` class of ``kernel`` on ``dtype`` inputs in ``precision``."""
+    if kernel == "grad_x" and dtype != torch.float32:
+        return "mma"
+    if dtype != torch.float32:
+        return "half"
+    return "fma" if precision == "ieee" else "mma"
+
+
+def _fits(kernel: str, tiles: dict, args: dict) -> bool:
+    """Whether no block of ``tiles`` is more than the power of two covering its extent (at least 16)."""
+    return all(tiles[name] <= max(16, triton.next_power_of_2(max(extent(args), 1)))
+               for name, extent in _EXTENTS[kernel].items())
+
+
+def _pruner(kernel: str):
+    def prune(configs, named_args, **kwargs):
+        kept = [cfg for cfg in configs if _fits(kernel, cfg.kwargs, named_args)]
+        return kept or [min(configs, key=lambda cfg: sum(cfg.kwargs[b] for b in _EXTENTS[kernel]))]
+
+    return prune
+
+
+_tuned: dict[tuple[str, str], object] = {}
+
+
+def _autotuner(kernel: str, cls: str):
+    """``triton.autotune`` of ``kernel`` over the candidates of ``cls``, keyed on the exact shape and precision,
+    with results kept in Triton's cache (a shape is tuned once per machine)."""
+    key = (kernel, cls)
+    if key not in _tuned:
+        configs = [triton.Config({k: v for k, v in cfg.items() if k not in _LAUNCH_KEYS},
+                                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                   for cfg in TILE_CONFIGS[kernel][cls]]
+        _tuned[key] = triton.autotune(
+            configs=configs, key=["B", "C", "P", "N", "PRECISION"], prune_configs_by={"early_config_prune":
+                                                                                   _pruner(kernel)},
+            do_bench=lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles),
+            cache_results=True)(_KERNELS[kernel])
+    return _tuned[key]
+
+
+def _check_tiles(kernel: str, tiles: dict, dtype: torch.dtype) -> None:
+    wanted = set(_EXTENTS[kernel]) | ({"FUSED"} if kernel != "grad_x" else set())
+    missing, unknown = wanted - set(tiles), set(tiles) - wanted - set(_LAUNCH_KEYS)
+    if missing or unknown:
+        raise ValueError(f"factorized_readout (triton): tiles of {kernel} need {sorted(wanted)} (and optionally "
+                         f"{list(_LAUNCH_KEYS)}); missing {sorted(missing)}, unknown {sorted(unknown)}")
+    for name in _EXTENTS[kernel]:
+        size = tiles[name]
+        if not isinstance(size, int) or size < 16 or size & (size - 1):
+            raise ValueError(f"factorized_readout (triton): {kernel} {name} must be a power of two >= 16, got {size!r}")
+    if tiles.get("FUSED", 0) and dtype != torch.float32:
+        raise ValueError(f"factorized_readout (triton): FUSED tiles take float32 inputs (they round the products), "
+                         f"got {dtype}")
+
+
+def _launch(kernel: str, grid, args: tuple, heuristic: dict, tiles: Optional[dict], dtype: torch.dtype,
+            precision: str, work: float) -> None:
+    """Run ``kernel`` on ``grid(meta)``: with ``tiles`` when given, else autotuned on a GPU for calls of at least
+    :data:`TUNE_MIN_WORK` multiply-adds (unless ``DAENR_FAST_TRITON_AUTOTUNE=0``), else with ``heuristic``."""
+    if tiles is not None:
+        _check_tiles(kernel, tiles, dtype)
+        meta = dict(tiles)
+    elif _AUTOTUNE and not _INTERPRET and work >= TUNE_MIN_WORK:
+        _autotuner(kernel, tile_class(kernel, dtype, precision))[grid](*args, PRECISION=precision)
+        return
+    else:
+        meta = dict(heuristic)
+    launch = {k: meta.pop(k) for k in _LAUNCH_KEYS if k in meta}
+    _KERNELS[kernel][grid(meta)](*args, **meta, PRECISION=precision, **({} if _INTERPRET else launch))
 
 
 # ------------------------------------------------------------------------------------------------------- launchers
@@ -160,9 +332,16 @@ def _block(extent: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(extent, 1))))
 
 
-def _precision(dtype: torch.dtype) -> str:
-    """Dot precision for tiles of ``dtype``: exact float32 products for float32 (ignored for fp16/bf16 tiles)."""
-    return "ieee" if dtype == torch.float32 else "tf32"
+def _check_precision(precision: str) -> None:
+    if precision not in FLOAT32_PRECISIONS:
+        raise ValueError(f"factorized_readout (triton): precision must be one of {FLOAT32_PRECISIONS}, "
+                         f"got {precision!r}")
+
+
+def _tile_precision(dtype: torch.dtype, precision: str) -> str:
+    """The dot precision of input tiles of ``dtype``: ``precision`` for float32; fp16/bf16 products are exact and
+    their dots ignore it ("tf32" is passed)."""
+    return precision if dtype == torch.float32 else "tf32"
 
 
 def _split_count(tiles: int, depth: int, min_depth: int, device: torch.device, splits: Optional[int]) -> int:
@@ -197,27 +376,32 @@ def _check(*tensors: torch.Tensor) -> None:
 
 
 def forward(x: torch.Tensor, spatial: torch.Tensor, features: torch.Tensor, bias: Optional[torch.Tensor],
-            *, splits: Optional[int] = None) -> torch.Tensor:
+            *, precision: str = DEFAULT_FLOAT32_PRECISION, splits: Optional[int] = None,
+            tiles: Optional[dict] = None) -> torch.Tensor:
     """y (B,N) = readout of x (B,C,H,W) by spatial (N,H,W) and features (N,C), plus bias (N,) or None.
 
-    ``splits`` overrides how many programs share the channel sum of each output tile (None: chosen from the
-    shape and the GPU; the result does not depend on it beyond float32 rounding).
+    ``precision`` is the ``input_precision`` of the float32 dots (one of FLOAT32_PRECISIONS; fp16/bf16 tiles are
+    multiplied exactly whatever it says). ``splits`` overrides how many programs share the channel sum of each
+    output tile (None: chosen from the shape and the GPU; the result does not depend on it beyond float32
+    rounding). ``tiles`` (one entry of :data:`TILE_CONFIGS` ``["forward"]``) fixes the blocks instead of the
+    heuristic or the autotuner.
     """
     _check(x, spatial, features, *(() if bias is None else (bias,)))
+    _check_precision(precision)
     b, c, h, w = x.shape
     n, p = spatial.shape[0], h * w
     if b * n == 0:
         return x.new_zeros((b, n))
-    # float32 dots run on FMA units ("ieee"): a shallower pixel block keeps their operands in registers
+    # float32 dots on FMA units ("ieee"): a shallower pixel block keeps their operands in registers
     block_b, block_n = _block(b, 16, 64), _block(n, 16, 128)
-    block_p = _block(p, 16, 32 if x.dtype == torch.float32 else 64)
-    tiles = triton.cdiv(b, block_b) * triton.cdiv(n, block_n)
-    c_per, count = _split(c, _split_count(tiles, c, 2, x.device, splits))
+    heuristic = dict(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_P=_block(p, 16, 32 if x.dtype == torch.float32 else 64),
+                     FUSED=0, num_warps=8 if block_b * block_n >= 64 * 128 else 4, num_stages=3)
+    tiles_out = triton.cdiv(b, block_b) * triton.cdiv(n, block_n)
+    c_per, count = _split(c, _split_count(tiles_out, c, 2, x.device, splits))
     part = torch.empty((count, b, n), device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(b, block_b), triton.cdiv(n, block_n), count)
-    _forward_kernel[grid](x, spatial, features, part, b, c, p, n, c_per,
-                          BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_P=block_p, PRECISION=_precision(x.dtype),
-                          **_launch_options(num_warps=8 if block_b * block_n >= 64 * 128 else 4))
+    _launch("forward", lambda meta: (triton.cdiv(b, meta["BLOCK_B"]), triton.cdiv(n, meta["BLOCK_N"]), count),
+            (x, spatial, features, part, b, c, p, n, c_per), heuristic, tiles, x.dtype,
+            _tile_precision(x.dtype, precision), b * c * p * n)
     y = part[0] if count == 1 else part.sum(0)
     if bias is not None:
         y = y + bias.to(torch.float32)
@@ -225,54 +409,61 @@ def forward(x: torch.Tensor, spatial: torch.Tensor, features: torch.Tensor, bias
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, spatial: torch.Tensor, features: torch.Tensor,
-             *, splits: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+             *, precision: str = DEFAULT_FLOAT32_PRECISION, splits: Optional[int] = None,
+             tiles: Optional[dict] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (gx (B,C,H,W), gspatial (N,H,W), gfeatures (N,C), gbias (N,)) given grad = dL/dy (B,N).
 
-    ``splits`` overrides how many programs share the batch sum of each tile of gspatial and gfeatures.
+    ``precision`` as in :func:`forward` (grad x of fp16/bf16 inputs contracts float32 products in "tf32x3"
+    whatever it says); ``splits`` overrides how many programs share the batch sum of each tile of gspatial and
+    gfeatures; ``tiles`` maps kernel names ("grad_x", "grad_spatial", "grad_features") to an entry of
+    :data:`TILE_CONFIGS` of that kernel (the others keep the heuristic or the autotuner).
     """
     _check(grad, x, spatial, features)
+    _check_precision(precision)
+    tiles = dict(tiles or {})
+    unknown = set(tiles) - {"grad_x", "grad_spatial", "grad_features"}
+    if unknown:
+        raise ValueError(f"factorized_readout (triton): tiles name the kernels grad_x, grad_spatial and "
+                         f"grad_features, got {sorted(unknown)}")
     b, c, h, w = x.shape
     n, p = spatial.shape[0], h * w
     dtype = x.dtype
+    work = b * c * p * n
     gx = torch.empty_like(x)
     if gx.numel():
-        block_r, block_p, block_n = _block(b * c, 16, 64), _block(p, 16, 64), _block(n, 16, 32)
-        grid = (triton.cdiv(b * c, block_r), triton.cdiv(p, block_p))
-        precision = "ieee" if dtype == torch.float32 else "tf32x3"
-        _grad_x_kernel[grid](grad, spatial, features, gx, b, c, p, n,
-                             BLOCK_R=block_r, BLOCK_P=block_p, BLOCK_N=block_n, PRECISION=precision,
-                             **_launch_options(num_warps=4))
+        heuristic = dict(BLOCK_R=_block(b * c, 16, 64), BLOCK_P=_block(p, 16, 64), BLOCK_N=_block(n, 16, 32),
+                         num_warps=4, num_stages=3)
+        _launch("grad_x", lambda meta: (triton.cdiv(b * c, meta["BLOCK_R"]), triton.cdiv(p, meta["BLOCK_P"])),
+                (grad, spatial, features, gx, b, c, p, n), heuristic, tiles.get("grad_x"), dtype,
+                precision if dtype == torch.float32 else "tf32x3", work)
 
     gm = torch.zeros((n, p), device=x.device, dtype=torch.float32)
     if gm.numel():
         block_n, block_p = _block(n, 16, 64), _block(p, 16, 64)
-        block_c = _block(c, 16, 32 if dtype == torch.float32 else 64)
-        tiles = triton.cdiv(n, block_n) * triton.cdiv(p, block_p)
-        b_per, count = _split(b, _split_count(tiles, b, 2, x.device, splits))
+        heuristic = dict(BLOCK_N=block_n, BLOCK_P=block_p, BLOCK_C=_block(c, 16, 32 if dtype == torch.float32 else 64),
+                         FUSED=0, num_warps=8 if dtype == torch.float32 else 4, num_stages=3)
+        b_per, count = _split(b, _split_count(triton.cdiv(n, block_n) * triton.cdiv(p, block_p), b, 2, x.device,
+                                              splits))
         part = torch.empty((count, n, p), device=x.device, dtype=torch.float32)
-        grid = (triton.cdiv(n, block_n), triton.cdiv(p, block_p), count)
-        _grad_spatial_kernel[grid](grad, x, features, part, b, c, p, n, b_per,
-                                   BLOCK_N=block_n, BLOCK_P=block_p, BLOCK_C=block_c, PRECISION=_precision(dtype),
-                                   **_launch_options(num_warps=8 if dtype == torch.float32 else 4))
+        _launch("grad_spatial",
+                lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(p, meta["BLOCK_P"]), count),
+                (grad, x, features, part, b, c, p, n, b_per), heuristic, tiles.get("grad_spatial"), dtype,
+                _tile_precision(dtype, precision), work)
         gm = part[0] if count == 1 else part.sum(0)
 
     gw = torch.zeros((n, c), device=x.device, dtype=torch.float32)
     if gw.numel():
         block_n, block_c = _block(n, 16, 64), _block(c, 16, 64)
-        block_p = _block(p, 16, 32 if dtype == torch.float32 else 64)
-        tiles = triton.cdiv(n, block_n) * triton.cdiv(c, block_c)
-        b_per, count = _split(b, _split_count(tiles, b, 1, x.device, splits))
+        heuristic = dict(BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_P=_block(p, 16, 32 if dtype == torch.float32 else 64),
+                         FUSED=0, num_warps=4, num_stages=3)
+        b_per, count = _split(b, _split_count(triton.cdiv(n, block_n) * triton.cdiv(c, block_c), b, 1, x.device,
+                                              splits))
         part = torch.empty((count, n, c), device=x.device, dtype=torch.float32)
-        grid = (triton.cdiv(n, block_n), triton.cdiv(c, block_c), count)
-        _grad_features_kernel[grid](grad, x, spatial, part, b, c, p, n, b_per,
-                                    BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_P=block_p, PRECISION=_precision(dtype),
-                                    **_launch_options(num_warps=4))
+        _launch("grad_features",
+                lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(c, meta["BLOCK_C"]), count),
+                (grad, x, spatial, part, b, c, p, n, b_per), heuristic, tiles.get("grad_features"), dtype,
+                _tile_precision(dtype, precision), work)
         gw = part[0] if count == 1 else part.sum(0)
 
     gb = grad.to(torch.float32).sum(0)
     return gx, gm.view(n, h, w).to(dtype), gw.to(dtype), gb.to(dtype)
-
-
-def _launch_options(num_warps: int) -> dict:
-    """Compiler options for a GPU launch (the interpreter takes none)."""
-    return {} if _INTERPRET else {"num_warps": num_warps, "num_stages": 3}

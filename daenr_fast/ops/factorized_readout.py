@@ -15,9 +15,28 @@ gradients are linear in (dy, x, spatial, features), so a backward that builds a 
 second derivatives) computes them with the differentiable formula of the torch backend instead of a kernel.
 vmap over stacked readouts (spatial/features/bias with a leading model dimension) folds the models into the
 neuron dimension; over stacked inputs, into the batch dimension.
+
+Float32 precision of the Triton backend (:func:`set_float32_precision`, or the ``DAENR_FAST_READOUT_PRECISION``
+variable; the torch, cpu and cuda backends always multiply float32 exactly):
+
+* ``"tf32x3"`` (default): split precision on tensor cores. Each float32 operand a is a = hi + lo with hi = tf32(a)
+  and lo = tf32(a - hi); a*b is computed as hi_a hi_b + hi_a lo_b + lo_a hi_b. The dropped lo_a lo_b and the
+  rounding of the low parts leave a relative error per product of at most 3u^2 (u = 2^-10, the TF32 unit
+  roundoff when the tensor cores truncate; 2^-11 when they round to nearest): float32 accuracy at the readout's
+  sizes (inside the float32 test tolerance of the float64 reference).
+* ``"ieee"``: FMA units, exact float32 products (per product 2^-24, plus 2^-24 where a FUSED tile rounds the
+  factorized operand).
+* ``"tf32"``: one TF32 product, an explicit opt-in: each factor is rounded to 10 mantissa bits, so a product is
+  off by up to 2u + u^2 relative (u = 2^-10 truncating), and a result by up to that times sum |terms|
+  (e.g. y[b,n]: sum_{c,p} |x[b,c,p] m[n,p] w[n,c]|), some 2e-3 of it, against float32's ~1e-7.
+
+:data:`PRODUCT_ERROR` holds these bounds (relative error of one product; with float32 accumulation on top, the
+error of a result is at most PRODUCT_ERROR * sum |terms| plus float32 summation error). fp16/bf16 inputs are
+multiplied exactly in every precision.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -26,6 +45,48 @@ from torch import Tensor
 from daenr_fast import _build, _dispatch, _validate
 from daenr_fast.ops import reference
 from daenr_fast.ops._define import STANDARD_DTYPES, OpDef, define, gradients_like_first_input
+
+
+#: The float32 precisions of the Triton backend, the default first.
+FLOAT32_PRECISIONS = ("tf32x3", "ieee", "tf32")
+DEFAULT_FLOAT32_PRECISION = FLOAT32_PRECISIONS[0]
+PRECISION_ENV = "DAENR_FAST_READOUT_PRECISION"
+_TF32_UNIT = 2.0 ** -10  # TF32 unit roundoff when the tensor cores truncate (2^-11 when they round to nearest)
+
+#: precision -> bound on the relative error of one float32 product of the Triton backend (see the module docstring):
+#: the factor error (1 + e_a)(1 + e_b) - 1, plus 2^-23 for the float32 rounding of the product and of a FUSED
+#: tile's factorized operand.
+PRODUCT_ERROR = {
+    "tf32x3": 3 * _TF32_UNIT ** 2 + 2.0 ** -23,
+    "ieee": 2.0 ** -23,
+    "tf32": 2 * _TF32_UNIT + _TF32_UNIT ** 2 + 2.0 ** -23,
+}
+
+_precision: Optional[str] = None
+
+
+def set_float32_precision(precision: Optional[str]) -> None:
+    """Set the precision of the Triton backend's float32 dots for this process: one of
+    :data:`FLOAT32_PRECISIONS`, or None for ``DAENR_FAST_READOUT_PRECISION`` (default ``"tf32x3"``). Calls already
+    captured in a CUDA graph keep the precision they were captured with."""
+    global _precision
+    if precision is not None:
+        _check_precision(precision, "precision")
+    _precision = precision
+
+
+def get_float32_precision() -> str:
+    """The precision of the Triton backend's float32 dots (see :func:`set_float32_precision`)."""
+    if _precision is not None:
+        return _precision
+    value = os.environ.get(PRECISION_ENV) or DEFAULT_FLOAT32_PRECISION
+    _check_precision(value, PRECISION_ENV)
+    return value
+
+
+def _check_precision(value, name: str) -> None:
+    if value not in FLOAT32_PRECISIONS:
+        raise ValueError(f"{name} must be one of {FLOAT32_PRECISIONS}, got {value!r}")
 
 
 def factorized_readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optional[Tensor] = None, *,
@@ -38,6 +99,7 @@ def factorized_readout(x: Tensor, spatial: Tensor, features: Tensor, bias: Optio
         features: per-neuron feature weights (N,C).
         bias: per-neuron bias (N,) or None.
         backend: ``"torch"``, ``"cpu"``, ``"cuda"`` or ``"triton"``; None chooses (see :mod:`daenr_fast._dispatch`).
+            The Triton backend's float32 precision is :func:`get_float32_precision`.
 
     Returns:
         y (B,N), the dtype of ``x`` (half types accumulate in float32).
@@ -97,13 +159,13 @@ def _ext_backward(grad, x, spatial, features):
 def _triton_forward(x, spatial, features, bias):
     from daenr_fast.kernels import factorized_readout as kernel
 
-    return kernel.forward(x, spatial, features, bias)
+    return kernel.forward(x, spatial, features, bias, precision=get_float32_precision())
 
 
 def _triton_backward(grad, x, spatial, features):
     from daenr_fast.kernels import factorized_readout as kernel
 
-    return kernel.backward(grad.contiguous(), x, spatial, features)
+    return kernel.backward(grad.contiguous(), x, spatial, features, precision=get_float32_precision())
 
 
 # ----------------------------------------------------------------------------------------------- autograd
