@@ -11,7 +11,8 @@ Choice, in order:
 2. otherwise only backends that take the call's device and dtype (the op's ``dtypes`` in
    :data:`daenr_fast.ops._define.REGISTRY`) are candidates:
    CUDA tensors: the first available backend of the op's GPU order for the tensors' dtype and the size of the
-   call (:func:`gpu_order`; decided by benchmark on an H200, ``benchmarks/results/gpu``), else ``torch``;
+   call (:func:`gpu_order`; the table ``daenr_fast/dispatch_table.json``, from benchmarks on an H200,
+   ``benchmarks/results/gpu``), else ``torch``;
    CPU tensors: ``cpu`` if it takes the dtype and the extension builds (else ``torch``, with one warning giving
    the build's reason), ``torch`` for the dtypes it does not take (float16/bfloat16).
 """
@@ -23,35 +24,14 @@ import warnings
 
 import torch
 
-from daenr_fast import _build
+from daenr_fast import _build, dispatch_table
 from daenr_fast.ops._define import BACKENDS, REGISTRY
 
-_FAST_FIRST = ("cuda", "triton", "torch")
-_TRITON_FIRST = ("triton", "cuda", "torch")
-_REFERENCE_FIRST = ("torch", "cuda", "triton")
-_INF = float("inf")
-
 #: GPU backends from fastest to slowest, per op and dtype class (``"float32"`` or ``"half"`` for float16/bfloat16),
-#: as ``(up to this many multiply-adds per call, order)`` steps; measured on an H200 (``daenr bench --device cuda``,
-#: ``benchmarks/results/gpu``). Past the float32 readout crossing the cuBLAS-backed reference is faster than the
-#: float32 FMA kernels (the fused kernels still use less memory; ask for them with ``backend=``).
-GPU_PREFERENCE: dict[str, dict[str, tuple[tuple[float, tuple[str, ...]], ...]]] = {
-    # float32 fwd+bwd at B,C,H,W,N = 64,48,16,16,103 (8e7 multiply-adds): cuda 3.2x the reference; 128,64,16,16,1000
-    # (2e9): a tie; 32,64,28,56,8000 (3e10): reference 3.5x cuda. bfloat16 at 3e10: triton (tensor cores) 3x the
-    # torch backend (which computes in float32), cuda 0.3x; at 2e9 the three tie; at 8e7 cuda 2.3x.
-    "factorized_readout": {"float32": ((3e9, _FAST_FIRST), (_INF, _REFERENCE_FIRST)),
-                           "half": ((5e8, _FAST_FIRST), (_INF, _TRITON_FIRST))},
-    # NOT MEASURED on a GPU yet (no GPU was available when the op was written). The order is a guess from the
-    # design: both fused backends are gather-bound and never hold (B,C,N); the cuda one keeps its neuron lists in
-    # fewer launches and its dx gather in registers, so it goes first; the reference (grid_sample + sum, with a
-    # sort-based scatter for a deterministic dx) holds several (B,C,N) tensors and goes last at every size.
-    "gaussian_readout": {"float32": ((_INF, _FAST_FIRST),), "half": ((_INF, _FAST_FIRST),)},
-    # fwd+bwd from 6.6e3 to 2e6 elements, float32 and bfloat16: cuda 1.9x-3x the reference, triton 0.8x-1.2x.
-    "poisson_loss": {"float32": ((_INF, _FAST_FIRST),), "half": ((_INF, _FAST_FIRST),)},
-    # float32, M,K,D up to 65536,8192,256: cuda fastest of ours (0.73x-3.4x cdist+argmin). bfloat16: cuda at
-    # 4096,256,32 (3e7) and 16384,1024,64 (1e9); triton (tensor cores) at 65536,8192,256 (1.4e11), 11x cuda.
-    "vq_lookup": {"float32": ((_INF, _FAST_FIRST),), "half": ((2e9, _FAST_FIRST), (_INF, _TRITON_FIRST))},
-}
+#: as ``(up to this many units of work per call, order)`` steps: the data file ``daenr_fast/dispatch_table.json``
+#: (what was measured, and on which GPU, is noted there), loaded by :func:`daenr_fast.dispatch_table.load` and
+#: re-derived from ``daenr bench --device cuda`` results by ``python -m daenr_fast.dispatch_table``.
+GPU_PREFERENCE: dict[str, dict[str, tuple[tuple[float, tuple[str, ...]], ...]]] = dispatch_table.load()
 
 _warned: set[str] = set()
 

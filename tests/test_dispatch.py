@@ -46,3 +46,10 @@ def test_explicit_backend_wins_and_unknown_names_are_refused(monkeypatch):
     monkeypatch.setenv("DAENR_FAST_BACKEND", "cuda")
     with pytest.raises(_dispatch.BackendUnavailable, match="'cuda' is unavailable"):
         _dispatch.resolve_backend("poisson_loss", None, cpu)
+
+
+def test_gpu_preference_is_the_table_file():
+    from daenr_fast import dispatch_table
+
+    assert _dispatch.GPU_PREFERENCE == dispatch_table.load(dispatch_table.TABLE_PATH)
+    assert set(_dispatch.GPU_PREFERENCE) == set(OPS)

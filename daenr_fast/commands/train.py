@@ -1,6 +1,7 @@
 """``daenr train``: train a DAE-NR model or baseline with the paper's protocol and evaluate it.
 
-With no arguments it trains CAE-FR2 on simulated region 3 (alpha:beta = 1:1e-3, the Table 8 setting) into
+With no arguments it trains CAE-FR2 on simulated region 3 (alpha:beta = 1:1e-3, the Table 8 setting, under the
+paper's loss scaling: reconstruction error averaged over pixels, Poisson loss summed over neurons) into
 ``runs/cae-fr2-sim-region3-s0``.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ _FIELDS = {
     "readout_reg": "readout_reg", "lr": "lr", "lr_factor": "lr_factor", "batch_size": "batch_size",
     "eval_every": "eval_every", "patience": "patience", "rounds": "rounds", "min_delta": "min_delta",
     "val_fraction": "val_fraction", "device": "device", "checkpoint_every": "checkpoint_every",
+    "recon_reduction": "recon_reduction", "response_reduction": "response_reduction",
 }
 _MODEL_OPTIONS = ("latent_dim", "num_codes", "code_dim", "commitment", "fm_sigma")
 #: options that may accompany --resume (they do not change the numbers)
@@ -28,7 +30,7 @@ _RESUME_OK = ("out", "device")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from daenr_fast.models.readouts import ACTIVATIONS
     from daenr_fast.models.registry import MODEL_NAMES
-    from daenr_fast.train.config import RESPONSE_LOSSES
+    from daenr_fast.train.config import PAPER_SCALING, REDUCTIONS, RESPONSE_LOSSES
 
     g = parser.add_argument_group("model and data")
     g.add_argument("--model", choices=MODEL_NAMES, metavar="NAME",
@@ -46,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("loss")
     g.add_argument("--alpha", type=float, help="image-reconstruction weight (default 1)")
     g.add_argument("--beta", type=float, help="neural-response weight (default 1e-3)")
+    g.add_argument("--recon-reduction", choices=REDUCTIONS,
+                   help=f"reduce the squared error over an image's pixels by sum or mean (default "
+                        f"{PAPER_SCALING[0]}, the scaling the paper's alpha:beta assume)")
+    g.add_argument("--response-reduction", choices=REDUCTIONS,
+                   help=f"reduce the response loss over an image's neurons by sum or mean (default "
+                        f"{PAPER_SCALING[1]}, the scaling the paper's alpha:beta assume)")
     g.add_argument("--response-loss", choices=RESPONSE_LOSSES,
                    help="poisson for spike counts (default), mse for non-count data such as dF/F")
     g.add_argument("--activation", choices=ACTIVATIONS,
@@ -150,9 +158,14 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     config = config_for_resume(args) if args.resume else config_from_args(args)
     print(f"daenr train: {config.model} layer {config.layer} on {config.data} "
-          f"(alpha {config.alpha:g}, beta {config.beta:g}, seed {config.seed}) -> {config.out}")
+          f"(alpha {config.alpha:g}, beta {config.beta:g}, reconstruction {config.recon_reduction} over pixels, "
+          f"response {config.response_reduction} over neurons, seed {config.seed}) -> {config.out}")
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     print(format_table(result.metrics))
+    share = result.metrics.get("gradient_share", {}).get("mean", {})
+    if share:
+        print("share of the shared encoder's gradient (mean over evaluation steps): "
+              + ", ".join(f"{name} {value:.3g}" for name, value in share.items()))
     files = [p.name for p in sorted(Path(config.out).iterdir()) if not p.name.startswith(".")]
     print(f"wrote {config.out}/: {', '.join(files)}")
     return 0

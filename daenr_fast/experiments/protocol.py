@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+from daenr_fast.train.config import PAPER_SCALING
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -18,7 +20,8 @@ class Protocol:
 
     Attributes:
         name: ``paper``, ``quick`` or ``custom`` (after overrides).
-        batch_size, eval_every, patience, rounds, max_steps, val_fraction, lr, lr_factor, readout_reg:
+        batch_size, eval_every, patience, rounds, max_steps, val_fraction, lr, lr_factor, readout_reg,
+        recon_reduction, response_reduction:
             :class:`daenr_fast.train.TrainConfig` fields (``max_steps`` None = no cap).
     """
 
@@ -32,6 +35,8 @@ class Protocol:
     lr: float = 1e-3
     lr_factor: float = 0.5
     readout_reg: float = 0.0
+    recon_reduction: str = PAPER_SCALING[0]
+    response_reduction: str = PAPER_SCALING[1]
 
     def train_fields(self) -> dict:
         """The fields passed to :class:`~daenr_fast.train.TrainConfig`."""
@@ -62,6 +67,15 @@ SILENT_CHOICES = (
      "the paper counts patience in steps (1000)"),
     ("step cap", "none in the paper protocol (quick: 200 steps in all)", "the paper stops by early stopping only"),
     ("readout regularisation", "none (L1 weight 0)", "not stated in the paper"),
+    ("loss scaling", "reconstruction: squared error averaged over the 32x32 pixels of an image; Poisson loss summed "
+     "over its neurons; both averaged over the batch (--recon-reduction mean --response-reduction sum)",
+     "Eqs. 4 and 6 write sums over both, but with a pixel sum Table 8's betas (1e-5..1e-3) give the Poisson term "
+     "1e-6..2e-3 of the shared encoder's gradient (CAE-FR2, simulated region 3, 200 steps: 8e-7 at step 0, 2e-3 at "
+     "step 200), so CAE-FRi could not differ from CAE; with the pixel mean (the paper's own IR metric is the "
+     "per-pixel MSE) beta 1e-3 gives it 0.3-0.5 of that gradient. Summing over neurons follows Eq. 6; a neuron mean "
+     "would shrink it to 0.02. Cost: at Table 9's weights (about 1:1) the reconstruction keeps only ~0.3% of the "
+     "encoder gradient (48% under the literal sums): no one scaling makes both tables' second term strong. The "
+     "report's gradient share shows per model which term drove the encoder"),
     ("readout output", "ELU + 1 (positive Poisson rate); readout bias initialised to the mean training response",
      "not stated in the paper"),
     ("baseline loss weights", "CAE/VAE/VQ-VAE: image loss only (alpha 1); CNN-FR/FC/FM: Poisson loss only (beta 1)",

@@ -1,12 +1,18 @@
 """Training configuration: :class:`TrainConfig`, its validation and (de)serialisation.
 
-Loss (per batch of B images; every term is a per-image sum averaged over the batch, as in paper Eqs. 4-7)::
+Loss (per batch of B images; every term is reduced per image, then averaged over the batch; paper Eqs. 4-7)::
 
-    total = alpha * (SSE(x, x_hat) + kl_weight * KL + VQ) + beta * (R(z, s) + readout_reg * L1(readout))
+    total = alpha * (E(x, x_hat) + kl_weight * KL + VQ) + beta * (R(z, s) + readout_reg * L1(readout))
 
-    SSE = 1/B sum_b sum_pixels (x - x_hat)^2
-    R   = 1/B sum_b sum_n (r - s log(r + 1e-8)),  r = act(z)      (response_loss="poisson")
-        = 1/B sum_b sum_n (act(z) - s)^2                          (response_loss="mse", for dF/F data)
+    E = 1/B sum_b red_P (x_b - x_hat_b)^2                        over the P = 32*32 pixels of image b
+    R = 1/B sum_b red_n (r_bn - s_bn log(r_bn + 1e-8)),  r = act(z)   (response_loss="poisson")
+      = 1/B sum_b red_n (act(z)_bn - s_bn)^2                     (response_loss="mse", for dF/F data)
+
+``red`` is a sum or a mean, chosen by ``recon_reduction`` (over pixels) and ``response_reduction`` (over
+neurons). The default, :data:`PAPER_SCALING` (pixel mean, neuron sum), is the scaling under which the paper's
+alpha:beta tables make sense: with the pixel sum of Eq. 4 read literally, the reconstruction gradient is ~1e3
+times larger and Table 8's betas (1e-5..1e-3) leave the neural term without effect on the encoder (see
+:mod:`daenr_fast.train.gradient_share` and the report's settings table).
 
 Autoencoder baselines have only the alpha terms, CNN baselines only the beta terms.
 """
@@ -23,6 +29,10 @@ from daenr_fast.models.registry import AUTOENCODERS, CNN_BASELINES, MODEL_OPTION
 
 RESPONSE_LOSSES = ("poisson", "mse")
 DEFAULT_ACTIVATION = {"poisson": "elu1", "mse": "identity"}
+#: per-image reductions of the reconstruction error (over pixels) and of the response loss (over neurons)
+REDUCTIONS = ("sum", "mean")
+#: (recon_reduction, response_reduction) that the paper's alpha:beta tables (8-13) assume
+PAPER_SCALING = ("mean", "sum")
 
 
 @dataclass
@@ -38,6 +48,8 @@ class TrainConfig:
 
     Loss (see the module docstring):
         alpha, beta: weights of the image and the response terms (paper Tables 8-13).
+        recon_reduction: ``"mean"`` (default) or ``"sum"`` of the squared error over an image's pixels.
+        response_reduction: ``"sum"`` (default) or ``"mean"`` of the response loss over an image's neurons.
         response_loss: ``"poisson"`` (spike counts) or ``"mse"`` (non-count data such as dF/F).
         activation: readout output nonlinearity; None = ``elu1`` for Poisson, ``identity`` for MSE.
         kl_weight: weight of the VAE's KL term inside the image term.
@@ -62,6 +74,8 @@ class TrainConfig:
     data: str = "sim:region3"
     alpha: float = 1.0
     beta: float = 1e-3
+    recon_reduction: str = PAPER_SCALING[0]
+    response_reduction: str = PAPER_SCALING[1]
     response_loss: str = "poisson"
     activation: Optional[str] = None
     kl_weight: float = 1.0
@@ -114,6 +128,8 @@ class TrainConfig:
             raise ValueError(f"model {self.model!r} trains on the image loss only: alpha must be > 0")
         if not self.uses_images and self.beta == 0:
             raise ValueError(f"model {self.model!r} trains on the response loss only: beta must be > 0")
+        for name in ("recon_reduction", "response_reduction"):
+            check_reduction(name, getattr(self, name))
         if self.response_loss not in RESPONSE_LOSSES:
             raise ValueError(f"response_loss must be one of {', '.join(RESPONSE_LOSSES)}, got {self.response_loss!r}")
         if self.activation is not None and self.activation not in ACTIVATIONS:
@@ -154,6 +170,13 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (unknown names raise a ``ValueError``)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def check_reduction(name: str, value) -> str:
+    """``value`` if it is one of :data:`REDUCTIONS`, else a ``ValueError`` naming ``name`` and the valid ones."""
+    if value not in REDUCTIONS:
+        raise ValueError(f"{name} must be one of {', '.join(REDUCTIONS)}, got {value!r}")
+    return value
 
 
 def _positive_int(name: str, value) -> None:

@@ -7,6 +7,10 @@
         elif no improvement for `patience` steps: restore the best parameters, lr *= lr_factor, round += 1
     stop after `rounds` rounds (paper: 2) or `max_steps` steps; the final model is the best one.
 
+Every evaluation row of ``history.csv`` also holds ``grad_share_<term>``, each loss term's share of the shared
+encoder's gradient on that step's training batch (:mod:`daenr_fast.train.gradient_share`); ``metrics.json``
+summarises it under ``gradient_share``.
+
 Batches are drawn without replacement from an epoch permutation of the training tensors (no DataLoader, no
 workers). A checkpoint (see :mod:`daenr_fast.train.checkpoint`) is written every ``checkpoint_every`` steps and
 at the end, and the one before it is kept as ``checkpoint.prev.pt``; ``resume=True`` continues from the newest
@@ -37,8 +41,10 @@ from daenr_fast.models.registry import build_model, display_name
 from daenr_fast.train.checkpoint import (CHECKPOINT_NAME, PREVIOUS_NAME, CheckpointWarning, RunCheckpoint,
                                          capture_rng_states, has_checkpoint, load_run_checkpoint,
                                          remove_stale_temp_files, restore_rng_states, save_checkpoint)
+from daenr_fast.train import gradient_share
 from daenr_fast.train.config import TrainConfig
-from daenr_fast.train.losses import first_non_finite, loss_terms
+from daenr_fast.train.losses import first_non_finite, loss_terms, term_weights
+from daenr_fast.train.presets import check_scaling
 
 HISTORY_NAME = "history.csv"
 #: config fields that may differ between a run and its resumption (they do not change the numbers)
@@ -210,6 +216,7 @@ class Trainer:
                       "stop_reason": None, "train_sums": {}, "train_count": 0, "train_seconds": 0.0}
         self.best_model = copy.deepcopy(self.model.state_dict())
         self.history: List[dict] = []
+        self._shares: Dict[str, float] = {}  # gradient shares of the last step, when it is an evaluation step
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -268,6 +275,7 @@ class Trainer:
         count = max(st["train_count"], 1)
         row.update({f"train_{k}": v / count for k, v in st["train_sums"].items()})
         row.update({f"val_{k}": v for k, v in val.items()})
+        row.update({gradient_share.COLUMN_PREFIX + k: v for k, v in self._shares.items()})
         st["train_sums"], st["train_count"] = {}, 0
         if val["total"] < st["best_val"] - self.config.min_delta:
             st["best_val"], st["best_step"] = val["total"], st["step"]
@@ -287,6 +295,8 @@ class Trainer:
         if bad is not None:
             value = float((terms.get(bad, total)).detach())
             raise NonFiniteLossError(step, bad, value, self.last_checkpoint)
+        self._shares = (gradient_share.gradient_shares(self.model, terms, term_weights(self.config))
+                        if step % self.config.eval_every == 0 else {})
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
@@ -346,6 +356,7 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
     from daenr_fast.train.evaluate import evaluate_model, run_summary, write_outputs
 
     config.validate()
+    check_scaling(config.preset, config.recon_reduction, config.response_reduction)
     out = Path(config.out) if config.out else None
     if resume and out is None:
         raise ValueError("resume needs an output folder (config.out) holding a checkpoint")
@@ -377,6 +388,7 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
         trainer.fit(on_step)
         metrics = evaluate_model(trainer.model, splits, config)
     metrics["run"] = run_summary(trainer.state, trainer.model)
+    metrics["gradient_share"] = gradient_share.summary(trainer.history)
     if out is not None:
         write_outputs(out, trainer.model, splits, config, metrics, figures=config.figures)
     return TrainResult(config, trainer.model, metrics, trainer.history, out)
