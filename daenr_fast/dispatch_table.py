@@ -7,9 +7,9 @@ passes to :func:`daenr_fast._dispatch.resolve_backend`, see :data:`WORK`) uses t
 ``"up_to": null`` (no bound). Each op and class may carry a ``"note"`` saying what was measured.
 
 Derivation (:func:`derive`): for every op, dtype and size tier in the results (the ``half`` class from bfloat16
-results where there are any, else float16), the backends that ran (status ``ok``) are ranked by median time of the tier's forward+backward case (forward where an op has no backward);
-a fused backend within ``tie`` (relative) of a faster reference is put before it, since the fused backends hold less
-memory. Tiers sorted by work whose orders agree merge into one step; between two steps the bound is the geometric
+results where there are any, else float16), the backends that ran (status ``ok``) are ranked by median time of
+the tier's forward+backward case (forward where an op has no backward); a fused backend within ``tie``
+(relative) of a faster reference is put before it, since the fused backends hold less memory. Tiers sorted by work whose orders agree merge into one step; between two steps the bound is the geometric
 mean of the two tiers' work, to one significant digit. Ops and classes without results keep their entries.
 
 ``python -m daenr_fast.dispatch_table RESULTS_DIR [--out FILE]`` prints the derived table (JSON) and with ``--out``

@@ -35,6 +35,7 @@ Works on CUDA tensors and, under ``TRITON_INTERPRET=1``, on CPU tensors.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional
 
@@ -276,21 +277,28 @@ def _pruner(kernel: str):
 
 
 _tuned: dict[tuple[str, str], object] = {}
+_best: dict[tuple, dict] = {}  # (kernel, dtype, precision, B, C, P, N) -> the tiles the autotuner chose
 
 
 def _autotuner(kernel: str, cls: str):
-    """``triton.autotune`` of ``kernel`` over the candidates of ``cls``, keyed on the exact shape and precision,
-    with results kept in Triton's cache (a shape is tuned once per machine)."""
+    """``triton.autotune`` of ``kernel`` over the candidates of ``cls``, keyed on the exact shape and precision
+    (results kept in Triton's cache where this Triton can, so that a shape is tuned once per machine)."""
     key = (kernel, cls)
     if key not in _tuned:
+        import inspect
+
+        import triton.testing
+
         configs = [triton.Config({k: v for k, v in cfg.items() if k not in _LAUNCH_KEYS},
                                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
                    for cfg in TILE_CONFIGS[kernel][cls]]
-        _tuned[key] = triton.autotune(
-            configs=configs, key=["B", "C", "P", "N", "PRECISION"], prune_configs_by={"early_config_prune":
-                                                                                   _pruner(kernel)},
-            do_bench=lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles),
-            cache_results=True)(_KERNELS[kernel])
+        accepted = inspect.signature(triton.autotune).parameters
+        options = {"do_bench": lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=20,
+                                                                             quantiles=quantiles),
+                   "cache_results": True}
+        _tuned[key] = triton.autotune(configs=configs, key=["B", "C", "P", "N", "PRECISION"],
+                                      prune_configs_by={"early_config_prune": _pruner(kernel)},
+                                      **{k: v for k, v in options.items() if k in accepted})(_KERNELS[kernel])
     return _tuned[key]
 
 
@@ -309,16 +317,27 @@ def _check_tiles(kernel: str, tiles: dict, dtype: torch.dtype) -> None:
                          f"got {dtype}")
 
 
-def _launch(kernel: str, grid, args: tuple, heuristic: dict, tiles: Optional[dict], dtype: torch.dtype,
-            precision: str, work: float) -> None:
-    """Run ``kernel`` on ``grid(meta)``: with ``tiles`` when given, else autotuned on a GPU for calls of at least
-    :data:`TUNE_MIN_WORK` multiply-adds (unless ``DAENR_FAST_TRITON_AUTOTUNE=0``), else with ``heuristic``."""
+def _launch(kernel: str, grid, args: tuple, shape: tuple, heuristic: dict, tiles: Optional[dict],
+            dtype: torch.dtype, precision: str) -> None:
+    """Run ``kernel`` on ``grid(meta)`` for a call of ``shape`` (B, C, P, N): with ``tiles`` when given, else on a
+    GPU for calls of at least :data:`TUNE_MIN_WORK` multiply-adds with the tiles the autotuner chose for this
+    shape (tuned at its first call; ``DAENR_FAST_TRITON_AUTOTUNE=0`` turns it off), else with ``heuristic``.
+    A shape first seen while a CUDA graph is being captured runs the heuristic (no benchmarking in a capture)."""
     if tiles is not None:
         _check_tiles(kernel, tiles, dtype)
         meta = dict(tiles)
-    elif _AUTOTUNE and not _INTERPRET and work >= TUNE_MIN_WORK:
-        _autotuner(kernel, tile_class(kernel, dtype, precision))[grid](*args, PRECISION=precision)
-        return
+    elif _AUTOTUNE and not _INTERPRET and math.prod(shape) >= TUNE_MIN_WORK:
+        key = (kernel, dtype, precision, *shape)
+        meta = _best.get(key)
+        if meta is None and torch.cuda.is_current_stream_capturing():
+            meta = heuristic
+        elif meta is None:
+            tuner = _autotuner(kernel, tile_class(kernel, dtype, precision))
+            tuner[grid](*args, PRECISION=precision)
+            best = tuner.best_config
+            _best[key] = {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
+            return
+        meta = dict(meta)
     else:
         meta = dict(heuristic)
     launch = {k: meta.pop(k) for k in _LAUNCH_KEYS if k in meta}
@@ -400,8 +419,8 @@ def forward(x: torch.Tensor, spatial: torch.Tensor, features: torch.Tensor, bias
     c_per, count = _split(c, _split_count(tiles_out, c, 2, x.device, splits))
     part = torch.empty((count, b, n), device=x.device, dtype=torch.float32)
     _launch("forward", lambda meta: (triton.cdiv(b, meta["BLOCK_B"]), triton.cdiv(n, meta["BLOCK_N"]), count),
-            (x, spatial, features, part, b, c, p, n, c_per), heuristic, tiles, x.dtype,
-            _tile_precision(x.dtype, precision), b * c * p * n)
+            (x, spatial, features, part, b, c, p, n, c_per), (b, c, p, n), heuristic, tiles, x.dtype,
+            _tile_precision(x.dtype, precision))
     y = part[0] if count == 1 else part.sum(0)
     if bias is not None:
         y = y + bias.to(torch.float32)
@@ -428,14 +447,13 @@ def backward(grad: torch.Tensor, x: torch.Tensor, spatial: torch.Tensor, feature
     b, c, h, w = x.shape
     n, p = spatial.shape[0], h * w
     dtype = x.dtype
-    work = b * c * p * n
     gx = torch.empty_like(x)
     if gx.numel():
         heuristic = dict(BLOCK_R=_block(b * c, 16, 64), BLOCK_P=_block(p, 16, 64), BLOCK_N=_block(n, 16, 32),
                          num_warps=4, num_stages=3)
         _launch("grad_x", lambda meta: (triton.cdiv(b * c, meta["BLOCK_R"]), triton.cdiv(p, meta["BLOCK_P"])),
-                (grad, spatial, features, gx, b, c, p, n), heuristic, tiles.get("grad_x"), dtype,
-                precision if dtype == torch.float32 else "tf32x3", work)
+                (grad, spatial, features, gx, b, c, p, n), (b, c, p, n), heuristic, tiles.get("grad_x"), dtype,
+                precision if dtype == torch.float32 else "tf32x3")
 
     gm = torch.zeros((n, p), device=x.device, dtype=torch.float32)
     if gm.numel():
@@ -447,8 +465,8 @@ def backward(grad: torch.Tensor, x: torch.Tensor, spatial: torch.Tensor, feature
         part = torch.empty((count, n, p), device=x.device, dtype=torch.float32)
         _launch("grad_spatial",
                 lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(p, meta["BLOCK_P"]), count),
-                (grad, x, features, part, b, c, p, n, b_per), heuristic, tiles.get("grad_spatial"), dtype,
-                _tile_precision(dtype, precision), work)
+                (grad, x, features, part, b, c, p, n, b_per), (b, c, p, n), heuristic, tiles.get("grad_spatial"),
+                dtype, _tile_precision(dtype, precision))
         gm = part[0] if count == 1 else part.sum(0)
 
     gw = torch.zeros((n, c), device=x.device, dtype=torch.float32)
@@ -461,8 +479,8 @@ def backward(grad: torch.Tensor, x: torch.Tensor, spatial: torch.Tensor, feature
         part = torch.empty((count, n, c), device=x.device, dtype=torch.float32)
         _launch("grad_features",
                 lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(c, meta["BLOCK_C"]), count),
-                (grad, x, spatial, part, b, c, p, n, b_per), heuristic, tiles.get("grad_features"), dtype,
-                _tile_precision(dtype, precision), work)
+                (grad, x, spatial, part, b, c, p, n, b_per), (b, c, p, n), heuristic, tiles.get("grad_features"),
+                dtype, _tile_precision(dtype, precision))
         gw = part[0] if count == 1 else part.sum(0)
 
     gb = grad.to(torch.float32).sum(0)

@@ -245,3 +245,27 @@ def test_tf32_readout_error_is_within_the_bound_and_above_float32(rounding):
     error = (y - truth).abs()
     assert (error <= PRODUCT_ERROR["tf32"] * sums).all()
     assert error.max() > TOL32.rel * truth.abs().max()
+
+
+def test_autotuner_candidates_and_pruning(triton_device):
+    """The autotuner of each kernel and class holds its candidates, keyed on the shape and the precision; blocks
+    larger than a small shape are pruned, down to the smallest candidate when none fits."""
+    from daenr_fast.kernels import factorized_readout as kernel
+
+    for name, classes in kernel.TILE_CONFIGS.items():
+        for cls, configs in classes.items():
+            tuner = kernel._autotuner(name, cls)
+            assert [c.kwargs for c in tuner.configs] == [{k: v for k, v in cfg.items()
+                                                          if k not in ("num_warps", "num_stages")} for cfg in configs]
+            assert [(c.num_warps, c.num_stages) for c in tuner.configs] == [(cfg["num_warps"], cfg["num_stages"])
+                                                                            for cfg in configs]
+            assert list(tuner.keys) == ["B", "C", "P", "N", "PRECISION"]
+    tuner = kernel._autotuner("forward", "mma")
+    prune = kernel._pruner("forward")
+    big = dict(B=128, C=64, P=256, N=1000)
+    assert prune(tuner.configs, big) == tuner.configs
+    fits = prune(tuner.configs, dict(B=32, C=64, P=1568, N=8000))
+    assert fits and all(c.kwargs["BLOCK_B"] <= 32 for c in fits)
+    tiny = prune(tuner.configs, dict(B=3, C=2, P=9, N=5))
+    blocks = lambda c: c.kwargs["BLOCK_B"] + c.kwargs["BLOCK_N"] + c.kwargs["BLOCK_P"]  # noqa: E731
+    assert len(tiny) == 1 and blocks(tiny[0]) == min(map(blocks, tuner.configs))
