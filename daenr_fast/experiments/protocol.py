@@ -34,7 +34,7 @@ class Protocol:
     val_fraction: float = 0.2
     lr: float = 1e-3
     lr_factor: float = 0.5
-    readout_reg: float = 0.0
+    readout_reg: float = 1.0
     recon_reduction: str = PAPER_SCALING[0]
     response_reduction: str = PAPER_SCALING[1]
 

@@ -3,13 +3,24 @@
 All heads return the *pre-activation* ``z``; the output nonlinearity (default ELU+1, so rates are
 ``r = elu(z) + 1 > 0``) is fused into the Poisson loss and applied by :func:`activate` for predictions.
 
-* FR, factorized (Klindt et al. 2017): ``z[b,n] = sum_c w[n,c] sum_xy m[n,x,y] h[b,c,x,y] + b[n]`` with a learned
-  spatial mask m (n,H,W) and feature weights w (n,C) — :class:`daenr_fast.nn.FactorizedReadout`.
-* FC, fully connected: ``z = W vec(h) + b`` with W (n, C*H*W) — :class:`FullyConnectedReadout`.
-* FM, fixed mask: the FR formula with m fixed to a Gaussian at each neuron's RF centre estimated from the
-  training data before training (a buffer, never trained) — :class:`FixedMaskReadout`.
+The paper's three (:data:`READOUTS`), by default as the cited methods define them:
 
-Every head has ``regularizer() -> scalar`` (an L1 sparsity penalty) and ``masks() -> (n,H,W) or None``.
+* FR, factorized (Klindt et al. 2017): ``z[b,n] = sum_c w[n,c] sum_xy m[n,x,y] h[b,c,x,y] + b[n]`` with a learned
+  spatial mask m (n,H,W) (L2-normalised) and feature weights w (n,C) — :class:`daenr_fast.nn.FactorizedReadout`;
+  penalty ``readout_l1 * sum_n |m_n|_1 |w_n|_1`` (the sparsity constraint the paper stresses).
+* FC, fully connected (McIntosh et al. 2016, as Klindt et al. 2017 ran it): ``z = W dropout(vec(h)) + b`` with
+  W (n, C*H*W), dropout ``fc_dropout`` on the flattened features in training, penalty
+  ``fc_l2 * 1/2 sum W^2`` — :class:`FullyConnectedReadout`.
+* FM, fixed mask (Klindt et al. 2017): the FR formula with m fixed before training from the training data
+  (``fm_mask="envelope-peak"``: one-hot on the cell of each neuron's spike-triggered-envelope peak;
+  ``"ridge-gaussian"``: a Gaussian of std ``fm_sigma`` at a ridge-fit RF centre); penalty
+  ``readout_l1 * sum |w|`` — :class:`FixedMaskReadout`.
+
+Extension (:data:`EXTRA_READOUTS`, not in the paper): GR, the Gaussian readout of the field's current models —
+:class:`daenr_fast.models.gaussian_head.GaussianReadout`; penalty ``readout_l1 * sum |f|``.
+
+Every head has ``regularizer() -> scalar`` (its weighted penalty; the trainer adds ``readout_reg`` times it to the
+response term) and ``masks() -> (n,H,W)``.
 """
 from __future__ import annotations
 
@@ -20,9 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daenr_fast import nn as dnn
+from daenr_fast.models.gaussian_head import GaussianReadout
 from daenr_fast.nn import FixedMaskReadout, FullyConnectedReadout  # noqa: F401  (re-exported)
+from daenr_fast.nn.fixed_mask_readout import METHODS as FM_MASKS
 
+#: the paper's readouts
 READOUTS = ("fr", "fc", "fm")
+#: readouts beyond the paper (model names ``cae-gr``, ..., ``cnn-gr``)
+EXTRA_READOUTS = ("gr",)
+ALL_READOUTS = READOUTS + EXTRA_READOUTS
 ACTIVATIONS = ("identity", "elu1", "softplus", "exp")
 
 
@@ -58,19 +75,30 @@ def inverse_activation(rate: Tensor, activation: str = "elu1") -> Tensor:
 
 
 def build_readout(kind: str, in_shape: Tuple[int, int, int], n_neurons: int, *, init_noise: float = 1e-3,
-                  fm_sigma: float = 3.0, image_size: int = 32) -> nn.Module:
-    """Build an FR / FC / FM head for a feature map of shape ``in_shape`` (C,H,W) and ``n_neurons`` outputs."""
+                  readout_l1: float = 0.0, fc_dropout: float = 0.0, fc_l2: float = 0.0,
+                  fm_mask: str = FM_MASKS[0], fm_sigma: float = 3.0, gr_init: str = "rf",
+                  image_size: int = 32) -> nn.Module:
+    """Build an FR / FC / FM / GR head for a feature map of shape ``in_shape`` (C,H,W) and ``n_neurons`` outputs
+    (the arguments are the model options of :data:`daenr_fast.models.registry.MODEL_OPTIONS`; module docstring)."""
     if kind == "fr":
-        return dnn.FactorizedReadout(in_shape=tuple(in_shape), outdims=n_neurons, bias=True, init_noise=init_noise)
+        return dnn.FactorizedReadout(in_shape=tuple(in_shape), outdims=n_neurons, bias=True, init_noise=init_noise,
+                                     spatial_and_feature_reg_weight=readout_l1)
     if kind == "fc":
-        return FullyConnectedReadout(in_shape, n_neurons, init_noise=init_noise)
+        return FullyConnectedReadout(in_shape, n_neurons, init_noise=init_noise, dropout=fc_dropout, l1_weight=0.0,
+                                     l2_weight=fc_l2)
     if kind == "fm":
-        return FixedMaskReadout(in_shape, n_neurons, sigma=fm_sigma, image_size=image_size, init_noise=init_noise)
-    raise ValueError(f"unknown readout {kind!r}; valid: {', '.join(READOUTS)}")
+        if fm_mask not in FM_MASKS:
+            raise ValueError(f"unknown fixed mask {fm_mask!r} (fm_mask); valid: {', '.join(FM_MASKS)}")
+        return FixedMaskReadout(in_shape, n_neurons, sigma=fm_sigma, image_size=image_size, init_noise=init_noise,
+                                method=fm_mask, l1_weight=readout_l1)
+    if kind == "gr":
+        return GaussianReadout(in_shape, n_neurons, init=gr_init, l1_weight=readout_l1, image_size=image_size)
+    raise ValueError(f"unknown readout {kind!r}; valid: {', '.join(ALL_READOUTS)}")
 
 
 def readout_masks(head: nn.Module) -> Optional[Tensor]:
-    """Spatial masks (n,H,W) of any head: FR ``normalized_spatial``, FM its fixed mask, FC weight norms."""
+    """Spatial masks (n,H,W) of any head: FR ``normalized_spatial``, FM its fixed mask, FC weight norms, GR the
+    bilinear weights at the mean positions."""
     if hasattr(head, "masks"):
         return head.masks()
     if hasattr(head, "normalized_spatial"):

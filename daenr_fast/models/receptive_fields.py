@@ -1,8 +1,17 @@
-"""Receptive-field estimates from data, for the fixed-mask (FM) readout.
+"""Receptive-field estimates from data, for the fixed-mask (FM) readout and the Gaussian readout's initial positions.
 
-Each neuron's RF centre is estimated from the training images before training, by ridge regression of the
-responses on two fixed features of the images, both linear in the weights, on a 2x2-pooled grid (16 x 16 for
-32 x 32 images, which halves the noise of the maps and the size of the regression):
+Two estimators of each neuron's RF centre (row, col) in image pixels.
+
+**STA envelope peak** (:func:`envelope_peak_centers`; the fixed-mask baseline of Klindt et al. 2017). With the
+images z-scored over the whole training set (one mean and one standard deviation), the spike-triggered sum
+``w_n = sum_b s[b,n] x_b`` (S,S) has its median subtracted, is squared, and is blurred by a Gaussian window of
+:data:`ENVELOPE_TAPS` = 25 taps with standard deviation :data:`ENVELOPE_SIGMA` = 24/5 = 4.8 pixels (zero padding,
+same size): ``e_n = G * (w_n - median(w_n))^2``. The centre is the pixel where ``e_n`` peaks. It sees only
+phase-sensitive (linear) RFs: for a complex cell the STA is flat and the peak falls where the noise puts it.
+
+**Ridge fit** (:func:`estimate_rf_centers`). Ridge regression of the responses on two fixed features of the
+images, both linear in the weights, on a 2x2-pooled grid (16 x 16 for 32 x 32 images, which halves the noise of
+the maps and the size of the regression):
 
 * linear:  s_n ~ pool(x - xbar) . w_n        (simple-cell-like, phase-sensitive RFs)
 * energy:  s_n ~ pool((x - xbar)^2) . v_n    (complex-cell-like, phase-invariant RFs: local contrast energy)
@@ -14,8 +23,9 @@ with the features flattened to (N,P). For X = U diag(d) V^T the ridge solution a
 and lam is chosen per feature set by generalised cross-validation,
 ``GCV(lam) = ||Y - H Y||_F^2 / (N - tr H)^2``. For each neuron the feature set with the smaller
 leave-one-out (GCV) error wins; its weight map is smoothed with a small Gaussian and the peak of ``|map|`` is
-the RF centre, mapped back to image pixels (row, col) by ``(i + 1/2) * pool - 1/2``. :func:`daenr_fast.nn.fixed_mask_readout.gaussian_masks` turns centres into normalised Gaussian masks on
-the (coarser) grid of an encoder layer.
+the RF centre, mapped back to image pixels (row, col) by ``(i + 1/2) * pool - 1/2``.
+
+:mod:`daenr_fast.nn.fixed_mask_readout` turns centres into masks on the (coarser) grid of an encoder layer.
 """
 from __future__ import annotations
 
@@ -28,6 +38,10 @@ from torch import Tensor
 POOL = 2
 #: ridge penalties tried, as multiples of the mean squared singular value of the design matrix
 RIDGE_GRID = tuple(10.0 ** k for k in range(-4, 3))
+#: taps of the envelope's Gaussian window, sampled at t in linspace(-2.5, 2.5, 25) of exp(-t^2/2)
+ENVELOPE_TAPS = 25
+#: its standard deviation in pixels: the unit of t is (25 - 1) / 5 pixels
+ENVELOPE_SIGMA = (ENVELOPE_TAPS - 1) / 5.0
 
 
 def _ridge_gcv(x: Tensor, y: Tensor):
@@ -101,3 +115,31 @@ def map_peaks(maps: Tensor) -> Tensor:
     width = maps.shape[-1]
     return torch.stack([flat // width, flat % width], 1).float()
 
+
+@torch.no_grad()
+def sta_envelopes(images: Tensor, responses: Tensor) -> Tensor:
+    """RF envelopes (n,S,S) ``G * (w_n - median(w_n))^2`` of the spike-triggered sums (see the module docstring).
+
+    Args:
+        images: (N,1,S,S) or (N,S,S) training stimuli.
+        responses: (N,n) training responses.
+    """
+    if images.dim() == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.dim() != 3 or responses.dim() != 2 or images.shape[0] != responses.shape[0]:
+        raise ValueError(f"images must be (N,1,S,S) and responses (N,n) with the same N, got "
+                         f"{tuple(images.shape)} and {tuple(responses.shape)}")
+    x = images.double()
+    x = (x - x.mean()) / x.std().clamp_min(1e-12)
+    sta = torch.einsum("bn,bhw->nhw", responses.double(), x)
+    dev = sta - sta.flatten(1).median(1).values[:, None, None]
+    radius = ENVELOPE_TAPS // 2
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64) / ENVELOPE_SIGMA
+    window = torch.exp(-(t[:, None].pow(2) + t[None, :].pow(2)) / 2)
+    env = torch.nn.functional.conv2d(dev.pow(2)[:, None], window[None, None], padding=radius)
+    return env[:, 0].float()
+
+
+def envelope_peak_centers(images: Tensor, responses: Tensor) -> Tensor:
+    """RF centres (n,2) as (row, col) in image pixels: the peaks of :func:`sta_envelopes` (integer pixels)."""
+    return map_peaks(sta_envelopes(images, responses))

@@ -1,11 +1,19 @@
 """Model names and :func:`build_model`.
 
-Names: the 9 joint models ``{cae,vae,vq-vae}-{fr,fc,fm}``, the autoencoder baselines ``cae``, ``vae``,
-``vq-vae`` and the readout-only baselines ``cnn-fr``, ``cnn-fc``, ``cnn-fm``. The readout layer i (1..4) is a
-separate argument; the paper writes the pair as e.g. CAE-FR2 (:func:`display_name`).
+Names: the paper's 9 joint models ``{cae,vae,vq-vae}-{fr,fc,fm}`` (:data:`JOINT_MODELS`), the autoencoder
+baselines ``cae``, ``vae``, ``vq-vae`` and the readout-only baselines ``cnn-fr``, ``cnn-fc``, ``cnn-fm``
+(:data:`BASELINES`); beyond the paper, the Gaussian-readout models ``cae-gr``, ``vae-gr``, ``vq-vae-gr`` and
+``cnn-gr`` (:data:`EXTRA_MODELS`). :data:`MODEL_NAMES` holds all of them. The readout layer i (1..4) is a separate
+argument; the paper writes the pair as e.g. CAE-FR2 (:func:`display_name`).
+
+The defaults of :data:`MODEL_OPTIONS` make the baselines what the paper's citations describe (FR with its L1
+sparsity penalty, FC with dropout and L2 as McIntosh et al. 2016, FM with Klindt et al. 2017's fixed mask at the
+receptive-field envelope peak, VQ-VAE without dead-code restarts); the stronger variants stay selectable through
+the options (``readout_l1=0``, ``fc_dropout=0, fc_l2=0``, ``fm_mask="ridge-gaussian"``, ``vq_restarts=True``).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -14,7 +22,8 @@ from torch import nn
 from daenr_fast.models.cae import CAE
 from daenr_fast.models.encoder import Encoder, check_layer, feature_shape
 from daenr_fast.models.joint import DAENR, AutoencoderBaseline, CNNBaseline
-from daenr_fast.models.readouts import READOUTS, build_readout
+from daenr_fast.models.gaussian_head import GR_INITS, check_gr_init
+from daenr_fast.models.readouts import EXTRA_READOUTS, FM_MASKS, READOUTS, build_readout
 from daenr_fast.models.vae import VAE
 from daenr_fast.models.vqvae import VQVAE
 
@@ -22,7 +31,17 @@ AUTOENCODERS = ("cae", "vae", "vq-vae")
 JOINT_MODELS = tuple(f"{ae}-{ro}" for ae in AUTOENCODERS for ro in READOUTS)
 CNN_BASELINES = tuple(f"cnn-{ro}" for ro in READOUTS)
 BASELINES = AUTOENCODERS + CNN_BASELINES
-MODEL_NAMES = JOINT_MODELS + BASELINES
+#: models beyond the paper: the extra readouts (Gaussian) joint with each autoencoder and readout-only
+EXTRA_JOINT_MODELS = tuple(f"{ae}-{ro}" for ae in AUTOENCODERS for ro in EXTRA_READOUTS)
+EXTRA_CNN_MODELS = tuple(f"cnn-{ro}" for ro in EXTRA_READOUTS)
+EXTRA_MODELS = EXTRA_JOINT_MODELS + EXTRA_CNN_MODELS
+#: every model trained on the response loss only (no decoder)
+READOUT_ONLY_MODELS = CNN_BASELINES + EXTRA_CNN_MODELS
+MODEL_NAMES = JOINT_MODELS + BASELINES + EXTRA_MODELS
+
+#: default L1 weight of the FR / FM / GR penalties, chosen on validation splits (see
+#: :data:`daenr_fast.experiments.protocol.SILENT_CHOICES`, "readout regularisation")
+READOUT_L1 = 0.01
 
 #: options :func:`build_model` accepts besides name, layer and n_neurons, with their defaults
 MODEL_OPTIONS = {
@@ -34,7 +53,13 @@ MODEL_OPTIONS = {
     "vq_ema": True,          # EMA codebook updates
     "vq_decay": 0.99,        # EMA decay
     "init_noise": 1e-3,      # std of the initial readout weights
-    "fm_sigma": 3.0,         # FM Gaussian mask std, image pixels
+    "vq_restarts": False,    # restart dead VQ codes from batch vectors (van den Oord et al.: no)
+    "readout_l1": READOUT_L1,  # L1 weight of the FR (mask x features), FM and GR (features) penalties
+    "fc_dropout": 0.5,       # FC dropout on the flattened features (McIntosh et al. 2016 as Klindt et al. 2017 ran it)
+    "fc_l2": 0.01,           # FC L2 weight, penalty fc_l2 * 1/2 sum W^2 (same source)
+    "fm_mask": FM_MASKS[1],  # "envelope-peak" (Klindt et al. 2017) or "ridge-gaussian"
+    "fm_sigma": 3.0,         # FM Gaussian mask std, image pixels ("ridge-gaussian" only)
+    "gr_init": GR_INITS[0],  # GR initial positions: "rf" (fitted RF centres) or "random" (neuralpredictors)
 }
 
 
@@ -64,7 +89,7 @@ def _autoencoder(kind: str, opts: dict) -> nn.Module:
     if kind == "vae":
         return VAE(latent_dim=opts["latent_dim"], channels=opts["channels"])
     return VQVAE(num_codes=opts["num_codes"], code_dim=opts["code_dim"], commitment=opts["commitment"],
-                 ema=opts["vq_ema"], decay=opts["vq_decay"], channels=opts["channels"])
+                 ema=opts["vq_ema"], decay=opts["vq_decay"], channels=opts["channels"], restarts=opts["vq_restarts"])
 
 
 def build_model(name: str, layer: int = 2, n_neurons: Optional[int] = None, **cfg) -> nn.Module:
@@ -79,8 +104,8 @@ def build_model(name: str, layer: int = 2, n_neurons: Optional[int] = None, **cf
     Returns:
         a :class:`~daenr_fast.models.joint.DAENR`, :class:`~daenr_fast.models.joint.AutoencoderBaseline` or
         :class:`~daenr_fast.models.joint.CNNBaseline`; each maps x (B,1,32,32) to a
-        :class:`~daenr_fast.models.joint.ModelOutput`. An FM readout's mask still has to be fitted to the
-        training data (``model.readout.fit(images, responses)``; the trainer does it).
+        :class:`~daenr_fast.models.joint.ModelOutput`. An FM readout's mask (and a GR readout's initial positions)
+        still has to be fitted to the training data (``model.readout.fit(images, responses)``; the trainer does it).
     """
     ae_kind, readout_kind = split_name(name)
     check_layer(layer)
@@ -88,9 +113,7 @@ def build_model(name: str, layer: int = 2, n_neurons: Optional[int] = None, **cf
     if unknown:
         raise ValueError(f"unknown model option(s) {', '.join(unknown)}; valid: {', '.join(MODEL_OPTIONS)}")
     opts = {**MODEL_OPTIONS, **cfg}
-    for key in ("channels", "latent_dim", "num_codes", "code_dim"):
-        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1:
-            raise ValueError(f"{key} must be a positive integer, got {opts[key]!r}")
+    _check_options(opts)
     if readout_kind is None:
         return AutoencoderBaseline(name, _autoencoder(ae_kind, opts))
     if isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1:
@@ -102,6 +125,24 @@ def build_model(name: str, layer: int = 2, n_neurons: Optional[int] = None, **cf
     return DAENR(name, backbone, readout, layer)
 
 
+def _check_options(opts: dict) -> None:
+    """Raise a ``ValueError`` naming the first bad model option."""
+    for key in ("channels", "latent_dim", "num_codes", "code_dim"):
+        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1:
+            raise ValueError(f"{key} must be a positive integer, got {opts[key]!r}")
+    for key in ("readout_l1", "fc_l2", "fc_dropout"):
+        value = opts[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+    if opts["fc_dropout"] >= 1:
+        raise ValueError(f"fc_dropout must be a probability in [0, 1), got {opts['fc_dropout']!r}")
+    if not isinstance(opts["vq_restarts"], bool):
+        raise ValueError(f"vq_restarts must be True or False, got {opts['vq_restarts']!r}")
+    if opts["fm_mask"] not in FM_MASKS:
+        raise ValueError(f"unknown fixed mask {opts['fm_mask']!r} (fm_mask); valid: {', '.join(FM_MASKS)}")
+    check_gr_init(opts["gr_init"])
+
+
 def _readout_with_own_stream(kind: str, in_shape, n_neurons: int, opts: dict) -> nn.Module:
     """The readout is initialised from its own random stream (derived from the current seed) and leaves the
     global one untouched, so that at one seed CAE and CAE-FRi share their autoencoder weights and CNN-FRi and
@@ -109,4 +150,6 @@ def _readout_with_own_stream(kind: str, in_shape, n_neurons: int, opts: dict) ->
     seed = torch.initial_seed() + 7919
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed % 2**63)
-        return build_readout(kind, in_shape, n_neurons, init_noise=opts["init_noise"], fm_sigma=opts["fm_sigma"])
+        return build_readout(kind, in_shape, n_neurons, init_noise=opts["init_noise"],
+                             readout_l1=opts["readout_l1"], fc_dropout=opts["fc_dropout"], fc_l2=opts["fc_l2"],
+                             fm_mask=opts["fm_mask"], fm_sigma=opts["fm_sigma"], gr_init=opts["gr_init"])

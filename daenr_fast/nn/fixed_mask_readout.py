@@ -1,4 +1,14 @@
-"""``FixedMaskReadout``: the factorized readout with a fixed (not learned) Gaussian mask per neuron (the paper's FM)."""
+"""``FixedMaskReadout``: the factorized readout with a fixed (not learned) mask per neuron (the paper's FM).
+
+Two ways to make the mask from the training data (``method``):
+
+* ``"ridge-gaussian"`` (the module's default): RF centre from the ridge fit of linear and energy features
+  (:func:`daenr_fast.models.receptive_fields.estimate_rf_centers`), mask a normalised Gaussian of std ``sigma``
+  image pixels around it (:func:`gaussian_masks`);
+* ``"envelope-peak"`` (Klindt et al. 2017's fixed-mask CNN): RF centre at the peak of the spike-triggered
+  envelope (:func:`daenr_fast.models.receptive_fields.envelope_peak_centers`), mask 1 on the one cell of the
+  layer's grid that holds it and 0 elsewhere (:func:`peak_masks`).
+"""
 from __future__ import annotations
 
 import math
@@ -10,6 +20,9 @@ from torch import Tensor, nn
 from daenr_fast import _validate
 from daenr_fast.nn import _args
 from daenr_fast.ops.factorized_readout import factorized_readout
+
+
+METHODS = ("ridge-gaussian", "envelope-peak")
 
 
 def _positive(name: str, value) -> float:
@@ -43,6 +56,18 @@ def gaussian_masks(centers: Tensor, grid: int, image_size: int = 32, sigma: floa
     return masks / masks.flatten(1).sum(1).view(-1, 1, 1)
 
 
+def peak_masks(centers: Tensor, grid: int, image_size: int = 32) -> Tensor:
+    """One-hot masks (n, grid, grid): 1 on the cell holding each RF centre (row, col) in image pixels.
+
+    Cell (i, j) covers image pixels ``[i S/g - 1/2, (i + 1) S/g - 1/2)`` (pixel centres at integers), so the
+    centre's cell is ``floor((c + 1/2) g / S)``, clamped to the grid.
+    """
+    cells = torch.floor((centers.float() + 0.5) * (grid / image_size)).long().clamp(0, grid - 1)
+    masks = torch.zeros(centers.shape[0], grid, grid)
+    masks[torch.arange(centers.shape[0]), cells[:, 0], cells[:, 1]] = 1.0
+    return masks
+
+
 class FixedMaskReadout(nn.Module):
     """Factorized readout with a fixed spatial mask: ``z[b,n] = sum_c w[n,c] sum_xy m[n,x,y] h[b,c,x,y] + b[n]``.
 
@@ -52,16 +77,22 @@ class FixedMaskReadout(nn.Module):
     Args:
         in_shape: (C,H,W) of h_i, positive integers with H == W.
         outdims: number of neurons n, a positive integer.
-        sigma: Gaussian mask standard deviation in image pixels, finite and > 0.
+        sigma: Gaussian mask standard deviation in image pixels, finite and > 0 (``"ridge-gaussian"`` only).
         image_size: side of the input image (32), a positive integer.
         init_noise: std of the initial feature weights, finite and >= 0.
+        method: how :meth:`fit` makes the mask, one of :data:`METHODS` (module docstring).
+        l1_weight: weight of :meth:`regularizer`, finite and >= 0.
 
     Every argument is checked (integers must be integers: 2.7 is refused, not truncated); errors name it.
     """
 
     def __init__(self, in_shape: Tuple[int, int, int], outdims: int, sigma: float = 3.0, image_size: int = 32,
-                 init_noise: float = 1e-3):
+                 init_noise: float = 1e-3, method: str = METHODS[0], l1_weight: float = 1.0):
         super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"unknown fixed-mask method {method!r}; valid: {', '.join(METHODS)}")
+        self.method = method
+        self.l1_weight = _args.real("l1_weight", l1_weight, minimum=0.0)
         c, h, w = _args.shape("in_shape", in_shape, 3, "(C, H, W)")
         if h != w:
             raise ValueError(f"in_shape must be a square feature map (C, H, W) with H == W, got {tuple(in_shape)}")
@@ -82,7 +113,7 @@ class FixedMaskReadout(nn.Module):
         return factorized_readout(x, self.mask, self.features, self.bias)
 
     def set_centers(self, centers: Tensor) -> None:
-        """Set the RF centres (n,2) in image pixels and rebuild the Gaussian masks on h_i's grid."""
+        """Set the RF centres (n,2) in image pixels and rebuild the masks (Gaussian or one-hot) on h_i's grid."""
         if not isinstance(centers, Tensor) or centers.shape != (self.outdims, 2):
             got = tuple(centers.shape) if isinstance(centers, Tensor) else type(centers).__name__
             raise ValueError(f"centers must be a tensor of shape (outdims, 2) = ({self.outdims}, 2), got {got}")
@@ -90,12 +121,15 @@ class FixedMaskReadout(nn.Module):
             raise ValueError("centers must be finite (RF centres in image pixels)")
         with torch.no_grad():
             self.centers.copy_(centers)
-            self.mask.copy_(gaussian_masks(centers, self.in_shape[1], self.image_size, self.sigma))
+            if self.method == "envelope-peak":
+                self.mask.copy_(peak_masks(centers, self.in_shape[1], self.image_size))
+            else:
+                self.mask.copy_(gaussian_masks(centers, self.in_shape[1], self.image_size, self.sigma))
             self.fitted.fill_(True)
 
     def fit(self, images: Tensor, responses: Tensor) -> Tensor:
-        """Estimate RF centres from training data (ridge regression, :mod:`daenr_fast.models.receptive_fields`)
-        and set the masks from them; images (N,1,S,S), responses (N,n); returns the centres (n,2)."""
+        """Estimate RF centres from training data (:mod:`daenr_fast.models.receptive_fields`, by ``method``) and
+        set the masks from them; images (N,1,S,S), responses (N,n); returns the centres (n,2)."""
         size = self.image_size
         if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (1, size, size):
             got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -104,15 +138,16 @@ class FixedMaskReadout(nn.Module):
             got = tuple(responses.shape) if isinstance(responses, Tensor) else type(responses).__name__
             raise ValueError(f"responses must have shape (N, outdims) = ({images.shape[0]}, {self.outdims}) to "
                              f"match images, got {got}")
-        from daenr_fast.models.receptive_fields import estimate_rf_centers
+        from daenr_fast.models.receptive_fields import envelope_peak_centers, estimate_rf_centers
 
-        centers = estimate_rf_centers(images.cpu(), responses.cpu())
+        estimate = envelope_peak_centers if self.method == "envelope-peak" else estimate_rf_centers
+        centers = estimate(images.cpu(), responses.cpu())
         self.set_centers(centers.to(self.mask.device))
         return centers
 
     def regularizer(self) -> Tensor:
-        """``sum |w|`` over the feature weights (the mask is fixed)."""
-        return self.features.abs().sum()
+        """``l1_weight * sum |w|`` over the feature weights (the mask is fixed)."""
+        return self.features.abs().sum() * self.l1_weight
 
     def masks(self) -> Tensor:
         return self.mask.detach()

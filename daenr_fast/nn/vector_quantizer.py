@@ -28,6 +28,9 @@ from torch import Tensor, nn
 
 from daenr_fast.ops.vq_lookup import vq_lookup
 
+#: default EMA cluster size below which a code is restarted from a batch vector
+DEAD_CODE_THRESHOLD = 1.0
+
 
 class VectorQuantizer(nn.Module):
     """Nearest-code quantization with straight-through gradient, VQ losses, EMA codebook, dead-code restarts.
@@ -51,7 +54,7 @@ class VectorQuantizer(nn.Module):
 
     def __init__(self, num_codes: int = 256, dim: int = 32, beta: float = 0.25, ema: bool = True,
                  decay: float = 0.99, eps: float = 1e-5, kmeans_init: bool = False,
-                 dead_code_threshold: float | None = 1.0, kmeans_iters: int = 10, backend: str | None = None):
+                 dead_code_threshold: float | None = DEAD_CODE_THRESHOLD, kmeans_iters: int = 10, backend: str | None = None):
         super().__init__()
         for name, value in (("num_codes", num_codes), ("dim", dim), ("kmeans_iters", kmeans_iters)):
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "kmeans_iters" else 1):

@@ -25,7 +25,7 @@ from typing import Optional
 
 from daenr_fast.models.encoder import check_layer
 from daenr_fast.models.readouts import ACTIVATIONS
-from daenr_fast.models.registry import AUTOENCODERS, CNN_BASELINES, MODEL_OPTIONS, check_model_name
+from daenr_fast.models.registry import AUTOENCODERS, MODEL_OPTIONS, READOUT_ONLY_MODELS, check_model_name
 
 RESPONSE_LOSSES = ("poisson", "mse")
 DEFAULT_ACTIVATION = {"poisson": "elu1", "mse": "identity"}
@@ -53,7 +53,8 @@ class TrainConfig:
         response_loss: ``"poisson"`` (spike counts) or ``"mse"`` (non-count data such as dF/F).
         activation: readout output nonlinearity; None = ``elu1`` for Poisson, ``identity`` for MSE.
         kl_weight: weight of the VAE's KL term inside the image term.
-        readout_reg: weight of the readout's L1 sparsity penalty inside the response term.
+        readout_reg: multiplier of the readout's penalty inside the response term; the penalty carries its own
+            weights (model options ``readout_l1``, ``fc_l2``), so 1 applies them and 0 turns the penalty off.
 
     Protocol (paper section 4.1):
         lr: initial Adam learning rate; lr_factor: multiplier after each round (0.5 = halve).
@@ -79,7 +80,7 @@ class TrainConfig:
     response_loss: str = "poisson"
     activation: Optional[str] = None
     kl_weight: float = 1.0
-    readout_reg: float = 0.0
+    readout_reg: float = 1.0
     lr: float = 1e-3
     lr_factor: float = 0.5
     batch_size: int = 64
@@ -106,7 +107,7 @@ class TrainConfig:
     @property
     def uses_images(self) -> bool:
         """Whether the model has the image (alpha) terms."""
-        return self.model not in CNN_BASELINES
+        return self.model not in READOUT_ONLY_MODELS
 
     @property
     def uses_responses(self) -> bool:

@@ -1,4 +1,5 @@
-"""Readout heads: the FM mask is estimated from data and then fixed; activations; VAE KL."""
+"""Readout heads: the FM mask is estimated from data and then fixed (ridge-Gaussian variant here, the default in
+test_baselines.py); activations; VAE KL."""
 import numpy as np
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_gaussian_masks_normalised_and_centred():
 def test_fm_mask_is_fixed_during_training():
     images, responses, _ = _rf_data(n=128)
     torch.manual_seed(0)
-    model = build_model("cae-fm", layer=3, n_neurons=3)
+    model = build_model("cae-fm", layer=3, n_neurons=3, fm_mask="ridge-gaussian")
     head = model.readout
     assert isinstance(head, FixedMaskReadout) and not bool(head.fitted)
     head.fit(images, responses)

@@ -37,11 +37,22 @@ def test_forward_is_the_masked_factorized_readout():
     ({"image_size": -32}, ValueError, r"image_size must be an integer >= 1"),
     ({"init_noise": -1e-3}, ValueError, r"init_noise must be a finite real number >= 0.0"),
     ({"init_noise": math.nan}, ValueError, r"init_noise must be a finite real number"),
+    ({"method": "peak"}, ValueError, r"unknown fixed-mask method 'peak'; valid: ridge-gaussian, envelope-peak"),
+    ({"l1_weight": -1.0}, ValueError, r"l1_weight must be a finite real number >= 0.0"),
 ])
 def test_bad_constructor_argument_is_named(kwargs, error, message):
     args = {"in_shape": (4, 8, 8), "outdims": 5, **kwargs}
     with pytest.raises(error, match=message):
         FixedMaskReadout(**args)
+
+
+def test_envelope_peak_method_sets_one_hot_masks():
+    head = FixedMaskReadout((4, 8, 8), 2, method="envelope-peak", l1_weight=0.5)
+    head.set_centers(torch.tensor([[3.0, 4.0], [31.0, 0.0]]))
+    expected = torch.zeros(2, 8, 8)
+    expected[0, 0, 1] = expected[1, 7, 0] = 1.0
+    assert torch.equal(head.mask, expected)
+    torch.testing.assert_close(head.regularizer(), 0.5 * head.features.abs().sum())
 
 
 def test_numpy_integers_are_integers():

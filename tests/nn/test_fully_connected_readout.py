@@ -27,11 +27,32 @@ def test_forward_is_a_linear_map_of_the_flattened_input():
     ({"outdims": "5"}, TypeError, r"outdims must be an integer"),
     ({"init_noise": -1.0}, ValueError, r"init_noise must be a finite real number >= 0.0, got -1.0"),
     ({"init_noise": math.inf}, ValueError, r"init_noise must be a finite real number"),
+    ({"dropout": 1.0}, ValueError, r"dropout must be a probability in \[0, 1\), got 1.0"),
+    ({"dropout": -0.1}, ValueError, r"dropout must be a finite real number >= 0.0"),
+    ({"l1_weight": math.nan}, ValueError, r"l1_weight must be a finite real number"),
+    ({"l2_weight": -1}, ValueError, r"l2_weight must be a finite real number >= 0.0"),
 ])
 def test_bad_constructor_argument_is_named(kwargs, error, message):
     args = {"in_shape": (4, 8, 8), "outdims": 5, **kwargs}
     with pytest.raises(error, match=message):
         FullyConnectedReadout(**args)
+
+
+def test_defaults_keep_the_plain_linear_map_and_the_l1_penalty():
+    head = FullyConnectedReadout((4, 8, 6), 5).train()
+    x = torch.randn(3, 4, 8, 6)
+    torch.testing.assert_close(head(x), x.flatten(1) @ head.linear.weight.T + head.bias)
+    torch.testing.assert_close(head.regularizer(), head.linear.weight.abs().sum())
+
+
+def test_dropout_in_training_only_and_weighted_penalties():
+    torch.manual_seed(0)
+    head = FullyConnectedReadout((4, 8, 6), 5, dropout=0.5, l1_weight=0.2, l2_weight=0.3)
+    x = torch.randn(3, 4, 8, 6)
+    assert not torch.equal(head.train()(x), head(x))
+    torch.testing.assert_close(head.eval()(x), x.flatten(1) @ head.linear.weight.T + head.bias)
+    w = head.linear.weight
+    torch.testing.assert_close(head.regularizer(), 0.2 * w.abs().sum() + 0.3 * 0.5 * w.pow(2).sum())
 
 
 def test_numpy_integers_are_integers():
