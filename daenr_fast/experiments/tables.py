@@ -8,12 +8,18 @@ comparison of two arms (same seeds) in the direction the paper claims.
 Arms use the paper's presets (Tables 8-13, :mod:`daenr_fast.train.presets`); baselines use the weights in
 :data:`daenr_fast.experiments.protocol.SILENT_CHOICES`. Table 3's subset arms (``sig`` / ``insig``) take their
 neurons from the all-neuron ``parent`` arm's run with the same seed.
+
+Targets ``table4+gr``, ``table5+gr`` and ``table6+gr`` add rows for the Gaussian readout (``cae-gr``, ...,
+``cnn-gr``), which the paper does not have: their labels end in ``(not in paper)``, they have no paper value and
+no claim, and each joint GR arm takes the alpha:beta of the paper's FR preset for the same autoencoder, layer and
+region (the paper has no GR preset). The paper's own rows and claims are the same as without the suffix.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from daenr_fast.models.readouts import EXTRA_READOUTS
 from daenr_fast.models.registry import display_name
 from daenr_fast.train.presets import get_preset
 
@@ -24,6 +30,11 @@ TABLE5_ORDER = ("cae-fr", "cae-fc", "cae-fm", "vae-fr", "vae-fc", "vae-fm", "vq-
 LOWER_IS_BETTER = {"mse": True, "psnr": False, "ssim": False, "pcc": False}
 METRIC_LABEL = {"mse": "MSE", "psnr": "PSNR", "ssim": "SSIM", "pcc": "PCC"}
 NS_TABLE = {1: "table11", 2: "table12", 3: "table13"}
+#: target suffix that adds the extension (Gaussian readout) rows, and the tables it applies to
+EXTRA_SUFFIX = "+gr"
+EXTENDED = ("table4", "table5", "table6")
+#: appended to the row label of every extension row
+NOT_IN_PAPER = " (not in paper)"
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,16 @@ def preset_arm(table: str, region: int, model: str, layer: int, subset: str = "a
     """The arm of a paper preset (alpha:beta from Tables 8-13)."""
     p = get_preset(f"{table}:region{region}:{model}{layer}")
     return Arm(model, layer, region, p.alpha, p.beta, p.name, subset, parent)
+
+
+def extension_arm(table: str, region: int, model: str, layer: int) -> Arm:
+    """An arm of a readout beyond the paper (``cae-gr``, ..., ``cnn-gr``): a readout-only model as the CNN
+    baselines, a joint model with the alpha:beta of the paper's FR preset of the same autoencoder and layer."""
+    if model.startswith("cnn-"):
+        return baseline_arm(model, region, layer)
+    autoencoder = model.rsplit("-", 1)[0]
+    p = get_preset(f"{table}:region{region}:{autoencoder}-fr{layer}")
+    return Arm(model, layer, region, p.alpha, p.beta)
 
 
 def baseline_arm(model: str, region: int, layer: int = 1) -> Arm:
@@ -159,8 +180,9 @@ def table3(regions: Sequence[int] = REGIONS) -> Layout:
                   header, rows, claims, note)
 
 
-def table4(regions: Sequence[int] = REGIONS) -> Layout:
-    """PCC of CNN-FRi (readout only) vs CAE-FRi (joint, Table 9 weights)."""
+def table4(regions: Sequence[int] = REGIONS, extras: bool = False) -> Layout:
+    """PCC of CNN-FRi (readout only) vs CAE-FRi (joint, Table 9 weights); ``extras``: a row per region of CNN-GRi
+    and CAE-GRi (Table 9's CAE-FRi weights), under the FR columns of the same layer."""
     header = ["region"] + [f"{k}-FR{i}" for i in LAYERS for k in ("CNN", "CAE")]
     rows, claims = [], []
     for r in regions:
@@ -171,10 +193,17 @@ def table4(regions: Sequence[int] = REGIONS) -> Layout:
             claims.append(Claim(f"R{r}: CAE-FR{i} (Table 9 weights) predicts responses better than CNN-FR{i}",
                                 cae, cnn, ("pcc",), "table4"))
         rows.append((f"region {r}", cells))
-    return Layout("table4", "Table 4 - PCC, CNN-FRi (readout only) vs CAE-FRi (joint)", header, rows, claims)
+        if extras:
+            for ro in EXTRA_READOUTS:
+                arms = [a for i in LAYERS for a in (extension_arm("table9", r, f"cnn-{ro}", i),
+                                                    extension_arm("table9", r, f"cae-{ro}", i))]
+                rows.append((f"region {r}: CNN-{ro.upper()}i, CAE-{ro.upper()}i{NOT_IN_PAPER}",
+                             [Cell(a, "pcc", ("table4", a.label, "all")) for a in arms]))
+    return Layout("table4", "Table 4 - PCC, CNN-FRi (readout only) vs CAE-FRi (joint)", header, rows, claims,
+                  _extras_note(extras, "Table 9"))
 
 
-def table5(regions: Sequence[int] = REGIONS) -> Layout:
+def table5(regions: Sequence[int] = REGIONS, extras: bool = False) -> Layout:
     """All nine variants and the three DAE baselines, image reconstruction, region 3, Table 10 weights."""
     header = ["model", "metric", "h1", "h2", "h3", "h4"]
     rows, claims = [], []
@@ -191,12 +220,18 @@ def table5(regions: Sequence[int] = REGIONS) -> Layout:
         ae = model.rsplit("-", 1)[0]
         claims += [Claim(f"R3: {a.label} (Table 10 weights) reconstructs better than {base[ae].label}", a, base[ae],
                          ("mse", "psnr", "ssim"), "table5") for a in arms]
+    for model in _extra_joint_models() if extras else ():
+        arms = [extension_arm("table10", 3, model, i) for i in LAYERS]
+        for m in ("mse", "psnr", "ssim"):
+            rows.append((model.upper() + NOT_IN_PAPER, [None] + [Cell(a, m, ("table5", a.label, "all")) for a in arms]))
+    note = "Baselines do not depend on i; their value is repeated in h1..h4."
     return Layout("table5", "Table 5 - region 3, image reconstruction, all variants (readout at h1..h4)",
-                  header, rows, claims, "Baselines do not depend on i; their value is repeated in h1..h4.")
+                  header, rows, claims, " ".join(filter(None, [note, _extras_note(extras, "Table 10")])))
 
 
-def table6(regions: Sequence[int] = REGIONS) -> Layout:
-    """PCC of the nine variants (Tables 11-13 weights) and the CNN-FR/FC/FM baselines."""
+def table6(regions: Sequence[int] = REGIONS, extras: bool = False) -> Layout:
+    """PCC of the nine variants (Tables 11-13 weights) and the CNN-FR/FC/FM baselines; ``extras``: CNN-GR and the
+    joint GR models (their FR counterparts' weights)."""
     header = ["model"] + [f"R{r} h{i}" for r in regions for i in LAYERS]
     rows, claims = [], []
     for readout in ("fr", "fc", "fm"):
@@ -209,7 +244,25 @@ def table6(regions: Sequence[int] = REGIONS) -> Layout:
             claims += [Claim(f"R{r}: {arms[(r, i)].label} (Table {NS_TABLE[r][5:]} weights) predicts responses "
                              f"better than {cnn[(r, i)].label}", arms[(r, i)], cnn[(r, i)], ("pcc",), "table6")
                        for r in regions for i in LAYERS]
-    return Layout("table6", "Table 6 - PCC, all variants vs the CNN baselines", header, rows, claims)
+    for ro in EXTRA_READOUTS if extras else ():
+        for model in (f"cnn-{ro}",) + tuple(m for m in _extra_joint_models() if m.endswith(f"-{ro}")):
+            arms = {(r, i): extension_arm(NS_TABLE[r], r, model, i) for r in regions for i in LAYERS}
+            rows.append((model.upper() + NOT_IN_PAPER, [Cell(arms[k], "pcc", ("table6", arms[k].label, "all"))
+                                                        for k in arms]))
+    return Layout("table6", "Table 6 - PCC, all variants vs the CNN baselines", header, rows, claims,
+                  _extras_note(extras, "Tables 11-13"))
+
+
+def _extra_joint_models() -> Tuple[str, ...]:
+    return tuple(f"{ae}-{ro}" for ro in EXTRA_READOUTS for ae in ("cae", "vae", "vq-vae"))
+
+
+def _extras_note(extras: bool, weights: str) -> str:
+    if not extras:
+        return ""
+    return (f"Rows marked{NOT_IN_PAPER} are the Gaussian readout, which the paper does not have: no paper value, no "
+            f"claim; the joint GR models use the {weights} alpha:beta of the FR model with the same autoencoder and "
+            f"layer.")
 
 
 def figure_arms(regions: Sequence[int] = REGIONS) -> List[Arm]:
@@ -219,13 +272,16 @@ def figure_arms(regions: Sequence[int] = REGIONS) -> List[Arm]:
 
 
 LAYOUTS = {"table2": table2, "table3": table3, "table4": table4, "table5": table5, "table6": table6}
-TARGETS = tuple(LAYOUTS) + ("figures", "all")
+TARGETS = tuple(LAYOUTS) + tuple(t + EXTRA_SUFFIX for t in EXTENDED) + ("figures", "all")
 
 
 def layouts_for(target: str, regions: Sequence[int] = REGIONS) -> List[Layout]:
-    """The tables a ``daenr reproduce TARGET`` prints (``figures`` prints none, ``all`` prints every one)."""
+    """The tables a ``daenr reproduce TARGET`` prints (``figures`` prints none, ``all`` prints every one;
+    ``tableN+gr`` is table N with the extension rows)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
+    if target.endswith(EXTRA_SUFFIX):
+        return [LAYOUTS[target[:-len(EXTRA_SUFFIX)]](tuple(regions), extras=True)]
     names = list(LAYOUTS) if target == "all" else [] if target == "figures" else [target]
     return [LAYOUTS[n](tuple(regions)) for n in names]
 
