@@ -19,7 +19,8 @@ from daenr_fast.experiments.stats import by_seed, mean_ci
 from daenr_fast.experiments.sweep import SWEEP_LOG, SweepSummary, read_results, rows_for, run_id
 from daenr_fast.experiments.tables import (LAYERS, METRIC_LABEL, Arm, Cell, Layout, baseline_arm, layouts_for,
                                            preset_arm)
-from daenr_fast.experiments.worker import RECON_NAME
+from daenr_fast.experiments.worker import GRAD_SHARE, RECON_NAME
+from daenr_fast.models.registry import AUTOENCODERS
 
 PACKAGES = ("torch", "numpy", "scipy", "scikit-image", "matplotlib", "daenr_fast")
 
@@ -46,6 +47,39 @@ def table_markdown(layout: Layout, rows_of: Callable[[Arm], List[dict]]) -> List
             metric = next(c.metric for c in cells if c is not None)
             texts[0] = METRIC_LABEL[metric]
         lines.append("| " + " | ".join([label] + texts) + " |")
+    return lines
+
+
+def gradient_share_text(arm: Arm, rows: Sequence[dict]) -> str:
+    """The response term's share of the shared encoder's gradient for one arm: the mean over its seeds of each
+    run's mean over evaluation steps, with the range over seeds; ``n/a`` for an autoencoder baseline."""
+    if arm.model in AUTOENCODERS:
+        return "n/a (no response term)"
+    values = [float(r[GRAD_SHARE]) for r in rows if r.get(GRAD_SHARE) not in (None, "")]
+    if not values:
+        return "-"
+    text = f"{sum(values) / len(values):.3g}"
+    return text + (f" ({min(values):.3g}..{max(values):.3g})" if len(values) > 1 else "")
+
+
+def gradient_share_lines(layouts: Sequence[Layout], rows_of: Callable[[Arm], List[dict]]) -> List[str]:
+    """The report's gradient-share table: one line per model configuration of ``layouts``."""
+    lines = ["Share of the response (Poisson) term in the gradient norm of the encoder blocks both terms reach, "
+             "`||d(beta R)/d theta_enc|| / (||d(alpha E)/d theta_enc|| + ||d(beta R)/d theta_enc||)` (plus the KL / "
+             "VQ terms in the sum for VAE / VQ-VAE), measured on a training batch at every evaluation step and "
+             "averaged over the run, then over seeds (range over seeds in parentheses). Near 0: the neural term "
+             "did not move the shared encoder, so the model is its autoencoder baseline in all but the "
+             "initialisation; near 1: the neural term drove it.", "",
+             "| model | region | neurons | alpha : beta | response share |", "|---|---|---|---|---|"]
+    seen = set()
+    for layout in layouts:
+        for arm in layout.arms():
+            if arm in seen:
+                continue
+            seen.add(arm)
+            weights = f"{arm.alpha:g} : {arm.beta:g}" + (f" ({arm.preset.split(':')[0]})" if arm.preset else "")
+            lines.append(f"| {arm.label} | {arm.region} | {arm.subset} | {weights} | "
+                         f"{gradient_share_text(arm, rows_of(arm))} |")
     return lines
 
 
@@ -151,6 +185,8 @@ def write_report(out, target: str, regions: Sequence[int], seeds: Sequence[int],
                       "training length the Poisson term did not change the reconstruction, so their differences "
                       "to the baseline come from the initialisation, not from the neural responses.", ""] + same
             lines += [""]
+    layouts = layouts_for(target, regions)
+    lines += ["## Gradient share (did beta do anything?)", ""] + gradient_share_lines(layouts, rows_of) + [""]
     figure_lines = make_figures(out, dest, rows_of, regions, protocol, data)
     if figure_lines:
         lines += ["## Figures", ""] + [x for f in figure_lines for x in (f, "")]

@@ -31,7 +31,7 @@ SWEEP_LOG = "sweeps.log"
 COLUMNS = ("run_id", "label", "model", "layer", "region", "subset", "alpha", "beta", "preset", "seed", "protocol",
            "data", "status", "error", "n_neurons", "steps", "stop_reason", "train_seconds", "wall_seconds", "mse",
            "psnr", "ssim", "pcc", "pcc_median", "n_significant", "noise_ceiling_fraction", "corr_to_truth",
-           "feve", "parent_run")
+           "feve", "grad_share_response", "parent_run")
 
 
 def run_id(arm: Arm, seed: int, protocol: Protocol, data: str) -> str:

@@ -12,6 +12,9 @@ RECON_NAME = "recon.npz"
 #: job fields that are not written to results.csv
 INTERNAL = ("protocol_fields", "run_dir", "parent_dir", "threads", "device")
 N_RECON = 10
+#: results.csv column: the response term's share of the shared encoder's gradient, mean over the run's evaluation
+#: steps (:mod:`daenr_fast.train.gradient_share`); 1 for a CNN baseline, empty for an autoencoder baseline
+GRAD_SHARE = "grad_share_response"
 
 
 @functools.lru_cache(maxsize=4)
@@ -76,6 +79,7 @@ def _row(job: dict, metrics: dict, n_neurons: int, seconds: float) -> dict:
     neurons = metrics.get("neurons", {})
     for key in ("pcc", "pcc_median", "n_significant", "noise_ceiling_fraction", "corr_to_truth", "feve"):
         row[key] = neurons.get(key)
+    row[GRAD_SHARE] = metrics.get("gradient_share", {}).get("mean", {}).get("response")
     return row
 
 

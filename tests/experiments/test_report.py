@@ -28,6 +28,13 @@ def _value(arm, metric, seed):
     return scale * (0.2 + (digest % 500) / 1000.0 + NOISE[seed])
 
 
+def _share(arm, seed):
+    """A synthetic gradient share (response term) for runs with a response term, else None."""
+    if arm.model in ("cae", "vae", "vq-vae"):
+        return None
+    return 1.0 if arm.model.startswith("cnn-") else 0.1 + arm.layer / 10 + 0.01 * seed
+
+
 def _rows(out):
     rows = {}
     for arm in arms_for("all"):
@@ -36,7 +43,7 @@ def _rows(out):
             rows[rid] = {"run_id": rid, "label": arm.label, "model": arm.model, "layer": arm.layer,
                          "region": arm.region, "subset": arm.subset, "seed": seed, "status": "ok",
                          "n_neurons": 100, "n_significant": 40 + seed, "wall_seconds": 1.0,
-                         **{m: _value(arm, m, seed) for m in SPEC}}
+                         "grad_share_response": _share(arm, seed), **{m: _value(arm, m, seed) for m in SPEC}}
             if arm.region == 3 and arm.model == "cae":
                 (out / "runs" / rid).mkdir(parents=True)
                 images = np.zeros((10, 1, 32, 32), dtype=np.float32)
@@ -82,6 +89,19 @@ def test_report_has_claims_settings_versions_and_figures(report):
     assert "this invocation: 12 s" in text
     for name in ("figure2.png", "figure3.png", "figure4.png"):
         assert (path.parent / name).stat().st_size > 0 and f"({name})" in text
+
+
+def test_report_prints_the_gradient_share_per_model(report):
+    _, text = report
+    section = text.split("## Gradient share (did beta do anything?)")[1].split("\n## ")[0]
+    fr2 = preset_arm("table8", 3, "cae-fr", 2)
+    shares = [_share(fr2, s) for s in SEEDS]
+    expected = f"| CAE-FR2 | 3 | all | 1 : 0.001 (table8) | {np.mean(shares):.3g} ({min(shares):.3g}..{max(shares):.3g}) |"
+    assert expected in section
+    assert "| CAE | 3 | all | 1 : 0 | n/a (no response term) |" in section
+    assert "| CNN-FR2 | 1 | all | 0 : 1 | 1 (1..1) |" in section
+    n_arms = len({arm for layout in layouts_for("all") for arm in layout.arms()})
+    assert section.count("\n| ") == n_arms + 1          # header + one line per configuration
 
 
 def _claim_rows(better, worse, metric):

@@ -16,6 +16,7 @@ def test_train_then_evaluate_then_resume(tiny_npz, tmp_path, capsys):
                  "--beta", "0.5", *TINY]) == 0
     printed = capsys.readouterr().out
     assert "CAE-FM3" in printed and "PCC (mean)" in printed and "SSIM" in printed
+    assert "share of the shared encoder's gradient (mean over evaluation steps): reconstruction" in printed
     for name in ("config.json", "checkpoint.pt", "history.csv", "metrics.json", "reconstructions.png",
                  "neurons.png"):
         assert (out / name).is_file(), name
@@ -82,3 +83,18 @@ def test_preset_sets_model_layer_weights_and_data():
     assert cfg.preset == "table13:region3:vq-vae-fm4" and cfg.max_steps is None
     cfg = _config(["--preset", "table8:region1:cae-fr1", "--data", "x.npz", "--response-loss", "mse"])
     assert cfg.data == "x.npz" and cfg.response_activation == "identity" and cfg.out == "runs/cae-fr1-x-s0"
+
+
+def test_scaling_options_reach_the_config_and_unknown_names_list_the_valid_ones(tiny_npz, tmp_path, capsys):
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", tiny_npz, "--recon-reduction", "sum", "--response-reduction",
+                              "mean"])
+    config = config_from_args(args)
+    assert (config.recon_reduction, config.response_reduction) == ("sum", "mean")
+    assert (config_from_args(parser.parse_args(["train"])).recon_reduction,
+            config_from_args(parser.parse_args(["train"])).response_reduction) == ("mean", "sum")
+    for option in ("--recon-reduction", "--response-reduction"):
+        with pytest.raises(SystemExit) as info:
+            main(["train", option, "avg"])
+        assert info.value.code == 2
+        assert "invalid choice: 'avg' (choose from 'sum', 'mean')" in capsys.readouterr().err
