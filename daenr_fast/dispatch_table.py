@@ -12,8 +12,8 @@ the tier's forward+backward case (forward where an op has no backward); a fused 
 (relative) of a faster reference is put before it, since the fused backends hold less memory. Tiers sorted by work whose orders agree merge into one step; between two steps the bound is the geometric
 mean of the two tiers' work, to one significant digit. Ops and classes without results keep their entries.
 
-``python -m daenr_fast.dispatch_table RESULTS_DIR [--out FILE]`` prints the derived table (JSON) and with ``--out``
-writes it: ``--out daenr_fast/dispatch_table.json`` refreshes the package's table.
+``python -m daenr_fast.dispatch_table RESULTS_DIR [--out FILE]`` prints the derived table (JSON), or with ``--out``
+writes it and prints its steps: ``--out daenr_fast/dispatch_table.json`` refreshes the package's table.
 """
 from __future__ import annotations
 
@@ -206,10 +206,15 @@ def main(argv=None) -> int:
         parser.error(f"no `daenr bench --device cuda` results in {args.results}")
     table = derive(rows, tie=args.tie, source=f"derived from {', '.join(args.results)}")
     text = json.dumps(table, indent=1) + "\n"
-    print(text, end="")
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-        load(args.out)  # what was written must load
+    if not args.out:
+        print(text, end="")
+        return 0
+    Path(args.out).write_text(text, encoding="utf-8")
+    for op, kinds in load(args.out).items():  # what was written must load
+        for kind, steps in kinds.items():
+            print(f"{op:20s} {kind:8s} " + "; ".join(f"<= {limit:.0e}: {', '.join(order)}" if limit != math.inf
+                                                     else f"above: {', '.join(order)}" for limit, order in steps))
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -115,7 +115,11 @@ def test_main_writes_a_table_that_loads(tmp_path, capsys):
     assert dt.main([str(results), "--out", str(out)]) == 0
     loaded = dt.load(out)
     assert set(loaded) == set(dt.load())
-    assert json.loads(capsys.readouterr().out)["source"].startswith("derived from")
+    assert json.loads(out.read_text())["source"].startswith("derived from")
+    printed = capsys.readouterr().out
+    assert "factorized_readout   float32  <= 4e+08: cuda, torch, triton; above: torch, cuda, triton" in printed
+    assert dt.main([str(results)]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(out.read_text())
 
 
 def test_read_results_refuses_an_empty_directory(tmp_path):

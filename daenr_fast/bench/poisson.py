@@ -15,7 +15,8 @@ Implementations
   (the ``16M`` tier, 2^24 elements, is large enough for a GPU to run at full bandwidth).
 
 Host overhead (:func:`host_overhead`; :func:`main` prints and saves it), measured apart from the cases: the
-host time of one eager call at the paper size, forward alone (no autograd) and forward with backward, from
+host time of one eager call at the paper size, forward alone (no autograd) and forward with backward, with and
+without the target validation (which reads two numbers back, a synchronization with the device), from
 ``time.perf_counter`` around many back-to-back calls with no synchronization inside a sample (on a GPU the
 kernels of a 64x103 call take a few microseconds, so the host's time per call is what limits it).
 """
@@ -156,9 +157,12 @@ def _host_calls(device: torch.device, dtype: torch.dtype) -> dict:
 
     calls = {"reference": modes(reference_forward), "eager (analytic grad)": modes(eager_forward)}
     for backend in ops.OPS[OP_NAME].backends:
-        if _dispatch.backend_status(OP_NAME, backend, device, dtype)[0]:
-            calls[f"daenr:{backend}"] = modes(lambda zz, ss, _b=backend: ops.poisson_loss(
-                zz, ss, activation=ACTIVATION, eps=EPS, backend=_b))
+        if not _dispatch.backend_status(OP_NAME, backend, device, dtype)[0]:
+            continue
+        for validate in (True, False):  # validation reads two numbers back from the device: a synchronization
+            calls[f"daenr:{backend}" + ("" if validate else " (validate=False)")] = modes(
+                lambda zz, ss, _b=backend, _v=validate: ops.poisson_loss(zz, ss, activation=ACTIVATION, eps=EPS,
+                                                                         validate=_v, backend=_b))
     return calls
 
 
