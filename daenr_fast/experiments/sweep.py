@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from daenr_fast.experiments.executors import LocalExecutor, default_threads  # noqa: F401 (re-exported)
+from daenr_fast.experiments.grid_worker import group_jobs, member_jobs, run_job
 from daenr_fast.experiments.protocol import Protocol
 from daenr_fast.experiments.tables import Arm
 from daenr_fast.experiments.worker import INTERNAL, execute
@@ -86,7 +87,7 @@ def make_job(arm: Arm, seed: int, protocol: Protocol, data: str, out: Path, thre
 
 def run_sweep(arms: Sequence[Arm], seeds: Sequence[int], protocol: Protocol, data: str, out, jobs: int = 1,
               threads: Optional[int] = None, device: str = "cpu",
-              log: Callable[[str], None] = print, executor=None) -> SweepSummary:
+              log: Callable[[str], None] = print, executor=None, grid: Optional[int] = None) -> SweepSummary:
     """Train every (arm, seed) not already in ``out/results.csv``; write each row as its run ends.
 
     Args:
@@ -102,6 +103,8 @@ def run_sweep(arms: Sequence[Arm], seeds: Sequence[int], protocol: Protocol, dat
         executor: where the runs train (:mod:`daenr_fast.experiments.executors`); default
             ``LocalExecutor(jobs)``. Each job's outcome is a row, a list of rows, or the exception that stopped it
             (recorded as failed rows).
+        grid: train the pending runs that can share a grid (same model, layer, protocol and device) as grids of
+            up to ``grid`` stacked models (:mod:`daenr_fast.experiments.grid_worker`); None: each run alone.
 
     Returns:
         a :class:`SweepSummary`.
@@ -130,7 +133,9 @@ def run_sweep(arms: Sequence[Arm], seeds: Sequence[int], protocol: Protocol, dat
         log(f"reusing {reused} of {total} finished runs from {out / RESULTS_NAME}")
     for phase in todo:
         pending = [j for j in phase if rows.get(j["run_id"], {}).get("status") != "ok"]
-        for job, outcome in executor.run(execute, pending):
+        if grid:
+            pending = group_jobs(pending, grid)
+        for job, outcome in executor.run(run_job if grid else execute, pending):
             for row in outcome_rows(job, outcome):
                 record(row)
     summary = SweepSummary(counts["trained"], reused, counts["failed"], time.perf_counter() - start)
@@ -146,8 +151,8 @@ def outcome_rows(job: dict, outcome) -> List[dict]:
     process raised or died) a ``failed`` row carrying the error."""
     if isinstance(outcome, BaseException):
         last = traceback.format_exception_only(type(outcome), outcome)[-1].strip()
-        base = {k: v for k, v in job.items() if k not in INTERNAL}
-        return [dict(base, status="failed", error=last[:300])]
+        return [dict({k: v for k, v in member.items() if k not in INTERNAL}, status="failed", error=last[:300])
+                for member in member_jobs(job)]
     return list(outcome) if isinstance(outcome, (list, tuple)) else [outcome]
 
 

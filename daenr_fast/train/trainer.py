@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from daenr_fast.models.readouts import inverse_activation
+from daenr_fast.models.readouts import FixedMaskReadout, inverse_activation
 from daenr_fast.models.registry import build_model, display_name
 from daenr_fast.train.checkpoint import (CHECKPOINT_NAME, PREVIOUS_NAME, CheckpointWarning, RunCheckpoint,
                                          capture_rng_states, has_checkpoint, load_run_checkpoint,
@@ -141,12 +141,11 @@ def deterministic_mode(enabled: bool):
 
 def prepare_model(config: TrainConfig, train_images: Tensor, train_responses: Tensor, n_neurons: int,
                   device: torch.device) -> nn.Module:
-    """Build the model, fit the readout to the training data where it has a ``fit`` hook (an FM readout's fixed
-    masks, a GR readout's initial positions) and set the readout bias to the inverse activation of the mean
-    training response (so training starts at the mean rate)."""
+    """Build the model, fit an FM readout's fixed masks to the training data and set the readout bias to the
+    inverse activation of the mean training response (so training starts at the mean rate)."""
     model = build_model(config.model, layer=config.layer, n_neurons=n_neurons, **config.model_options)
     if model.has_readout:
-        if callable(getattr(model.readout, "fit", None)):
+        if isinstance(model.readout, FixedMaskReadout):
             model.readout.fit(train_images, train_responses)
         with torch.no_grad():
             model.readout.bias.copy_(inverse_activation(train_responses.mean(0), config.response_activation))
@@ -253,6 +252,19 @@ class Trainer:
         self.last_checkpoint = found.path
         self._keep_current = found.passed_over is None
 
+    def claim_folder(self) -> None:
+        """Make the output folder this run's: stale temporary files removed, ``config.json`` written and, unless
+        the run was restored from a checkpoint, an overwritten run's checkpoints deleted."""
+        if self.out is None:
+            return
+        remove_stale_temp_files(self.out)
+        _history_tmp(self.out / HISTORY_NAME).unlink(missing_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if self.last_checkpoint is None:
+            for stale in (self.checkpoint_path, self.previous_path):
+                stale.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ protocol
     @property
     def lr(self) -> float:
@@ -269,9 +281,11 @@ class Trainer:
             self.state["finished"] = True
             self.state["stop_reason"] = reason
 
-    def _evaluate(self) -> dict:
+    def _evaluate(self, val: Optional[Dict[str, float]] = None) -> dict:
+        """Record an evaluation (``val``: the validation loss when already computed, e.g. by a grid)."""
         st = self.state
-        val = validation_loss(self.model, self.val_x, self.val_s, self.config)
+        if val is None:
+            val = validation_loss(self.model, self.val_x, self.val_s, self.config)
         row = {"step": st["step"], "round": st["round"], "lr": self.lr}
         count = max(st["train_count"], 1)
         row.update({f"train_{k}": v / count for k, v in st["train_sums"].items()})
@@ -301,11 +315,29 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        self.state["step"] = step
+        self._add_step_values({name: float(value.detach())
+                               for name, value in list(terms.items()) + [("total", total)]})
+
+    def _add_step_values(self, values: Dict[str, float]) -> None:
+        """Count one finished step and add its loss terms (``total`` included) to the running training sums."""
+        self.state["step"] += 1
         sums = self.state["train_sums"]
-        for name, value in list(terms.items()) + [("total", total)]:
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value
         self.state["train_count"] += 1
+
+    def _end_step(self, started: float, val: Optional[Dict[str, float]] = None) -> Optional[dict]:
+        """The protocol after a step: an evaluation every ``eval_every`` steps (``val`` as for :meth:`_evaluate`),
+        the end of the run at ``max_steps``, the time since ``started``, a checkpoint. Returns the evaluation row
+        or None."""
+        cfg, st = self.config, self.state
+        row = self._evaluate(val) if st["step"] % cfg.eval_every == 0 else None
+        if not st["finished"] and cfg.max_steps is not None and st["step"] >= cfg.max_steps:
+            self._end_round("max_steps")
+        st["train_seconds"] += time.perf_counter() - started
+        if st["step"] % cfg.checkpoint_every == 0 or st["finished"]:
+            self.save()
+        return row
 
     def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> None:
         cfg, st = self.config, self.state
@@ -316,17 +348,12 @@ class Trainer:
             while not st["finished"]:
                 start = time.perf_counter()
                 self._step()
-                if st["step"] % cfg.eval_every == 0:
-                    row = self._evaluate()
+                row = self._end_step(start)
+                if row is not None:
                     bar.set_postfix(round=row["round"], lr=f"{row['lr']:.1e}",
                                     train=f"{row.get('train_total', float('nan')):.4g}",
                                     val=f"{row['val_total']:.4g}", best=f"{st['best_val']:.4g}")
-                if not st["finished"] and cfg.max_steps is not None and st["step"] >= cfg.max_steps:
-                    self._end_round("max_steps")
-                st["train_seconds"] += time.perf_counter() - start
                 bar.update(1)
-                if st["step"] % cfg.checkpoint_every == 0 or st["finished"]:
-                    self.save()
                 if on_step is not None:
                     on_step(self)
         finally:
@@ -354,8 +381,15 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
     Returns:
         a :class:`TrainResult`; ``result.metrics`` holds the metrics also written to ``metrics.json``.
     """
-    from daenr_fast.train.evaluate import evaluate_model, run_summary, write_outputs
+    with deterministic_mode(config.deterministic):
+        trainer = open_run(config, splits, resume=resume, overwrite=overwrite)
+        trainer.claim_folder()
+        trainer.fit(on_step)
+        return finish_run(trainer)
 
+
+def check_run(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> None:
+    """The checks :func:`train` makes before it touches anything: the configuration and the output folder."""
     config.validate()
     check_scaling(config.preset, config.recon_reduction, config.response_reduction)
     out = Path(config.out) if config.out else None
@@ -365,29 +399,35 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
         raise ValueError(f"the output folder {out} is an existing file, not a folder: choose another one")
     if out is not None and has_checkpoint(out) and not (resume or overwrite):
         raise ValueError(f"{out} already holds a run: resume it or allow overwriting it")
-    if out is not None:
-        remove_stale_temp_files(out)
-        _history_tmp(out / HISTORY_NAME).unlink(missing_ok=True)
+
+
+def open_run(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: bool = False,
+             device: Optional[torch.device] = None) -> Trainer:
+    """Everything :func:`train` does before fitting but writing (call it inside :func:`deterministic_mode`; then
+    :meth:`Trainer.claim_folder`): the checks, the newest usable checkpoint when resuming, the seeds, the data and
+    the :class:`Trainer`, restored from that checkpoint. ``device``: None = ``config.device``."""
+    check_run(config, resume=resume, overwrite=overwrite)
+    out = Path(config.out) if config.out else None
     found = load_run_checkpoint(out) if resume else None
     if found is not None and found.passed_over is not None:
         warnings.warn(f"{found.passed_over}; resuming from the previous checkpoint {found.path} (step {found.step})",
-                      CheckpointWarning, stacklevel=2)
-    device = resolve_device(config.device)
+                      CheckpointWarning, stacklevel=3)
+    device = resolve_device(config.device) if device is None else device
     seed_everything(config.seed)
-    with deterministic_mode(config.deterministic):
-        if splits is None:
-            splits = load_splits(config)
-        trainer = Trainer(config, splits, device)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-        if found is not None:
-            trainer.restore(found)
-        elif out is not None:
-            for stale in (out / CHECKPOINT_NAME, out / PREVIOUS_NAME):  # an overwritten run's
-                stale.unlink(missing_ok=True)
-        trainer.fit(on_step)
-        metrics = evaluate_model(trainer.model, splits, config)
+    if splits is None:
+        splits = load_splits(config)
+    trainer = Trainer(config, splits, device)
+    if found is not None:
+        trainer.restore(found)
+    return trainer
+
+
+def finish_run(trainer: Trainer) -> TrainResult:
+    """Everything :func:`train` does after fitting: test metrics, run summary, ``metrics.json`` and figures."""
+    from daenr_fast.train.evaluate import evaluate_model, run_summary, write_outputs
+
+    config, splits, out = trainer.config, trainer.splits, trainer.out
+    metrics = evaluate_model(trainer.model, splits, config)
     metrics["run"] = run_summary(trainer.state, trainer.model)
     metrics["gradient_share"] = gradient_share.summary(trainer.history)
     if out is not None:
