@@ -16,6 +16,7 @@ recorded stays recorded.
 from __future__ import annotations
 
 import os
+import socket
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Callable, Iterable, Iterator, Optional, Tuple
@@ -23,6 +24,8 @@ from typing import Callable, Iterable, Iterator, Optional, Tuple
 #: the ``--executor`` choices; the first is the default
 EXECUTORS = ("local", "ray")
 RAY_INSTALL = 'pip install "daenr_fast[ray]"'
+#: seconds to wait for a Ray head at ``--address`` to accept a connection (Ray itself retries for minutes)
+CONNECT_TIMEOUT = 10.0
 
 Outcome = Tuple[dict, object]
 
@@ -121,6 +124,8 @@ class RayExecutor:
         self.gpus_per_task = float(gpus_per_task)
         self._owned = not self.ray.is_initialized()
         if self._owned:
+            if address is not None:
+                check_reachable(address)
             self.ray.init(address=address)
         elif address is not None:
             raise ValueError(f"Ray is already initialized in this process; cannot also join {address!r} "
@@ -174,6 +179,22 @@ class RayExecutor:
         is left open."""
         if self._owned and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """A ``ConnectionError`` naming ``address`` (``HOST:PORT``, optionally ``ray://HOST:PORT``) unless something
+    accepts a TCP connection there within ``timeout`` seconds; ``auto`` and ``local`` are left to Ray."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address (--address) must be HOST:PORT (the head node's, printed by 'ray start --head'; "
+                         f"port 6379 by default) or 'auto', got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"no Ray cluster answers at --address {address} ({err}); start its head node with "
+                              f"'ray start --head' and pass the address it prints") from err
 
 
 def make_executor(name: str, jobs: int = 1, address: Optional[str] = None, threads: Optional[int] = None,

@@ -1,5 +1,7 @@
 """The executors' contract without a cluster: outcomes as jobs finish, a raising job as its exception, options of
-the other executor refused, and the error that names the Ray extra when Ray is missing."""
+the other executor refused, an unreachable or malformed cluster address refused at once, and the error that names
+the Ray extra when Ray is missing."""
+import socket
 import sys
 
 import pytest
@@ -61,3 +63,21 @@ def test_missing_ray_names_the_extra(monkeypatch, capsys, tmp_path):
     assert status == 2
     assert 'needs Ray, which is not installed: pip install "daenr_fast[ray]"' in capsys.readouterr().err
     assert not (tmp_path / "results.csv").exists()
+
+
+def _closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_address_without_a_cluster_fails_at_once():
+    with pytest.raises(ConnectionError, match=r"no Ray cluster answers at --address 127\.0\.0\.1:\d+"):
+        E.check_reachable(f"127.0.0.1:{_closed_port()}", timeout=5)
+    for bad in ("nohost", "host:", ":6379", "host:port"):
+        with pytest.raises(ValueError, match="must be HOST:PORT"):
+            E.check_reachable(bad)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        E.check_reachable(f"127.0.0.1:{server.getsockname()[1]}", timeout=5)
