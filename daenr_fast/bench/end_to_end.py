@@ -9,8 +9,16 @@ Models (random data of the right shapes; one step = zero_grad, forward, loss, ba
 
 Each model runs twice from the same initial weights: with the default dispatch (the fused backend of the device)
 and with ``DAENR_FAST_BACKEND=torch`` set during its steps. Both are timed in turns (round robin).
+
+Grids (``CAE-FR2 grid``): G in :data:`GRID_SIZES` CAE-FR2 runs (the trainer's own runs, seeds 0..G-1, on random
+data of the paper's shapes) stepped as one grid (:class:`daenr_fast.train.grid.GridTrainer`) and as G separate
+runs stepped one after another (:meth:`daenr_fast.train.trainer.Trainer._step` each), timed in turns; one sample
+is one step of every run. Reported: model-steps per second (G / step time), the grid's rate over the G separate
+runs' and over one lone run's (the G = 1 separate rate).
+
 Also the wall time of ``daenr demo`` when that command exists. ``--quick`` runs use small batches (CAE-FR2 batch
-8; the Sensorium model batch 4 and 256 neurons) and skip the demo: a smoke test, not a measurement.
+8; the Sensorium model batch 4 and 256 neurons; grids of 1 and 2 at batch 8) and skip the demo: a smoke test, not
+a measurement.
 """
 from __future__ import annotations
 
@@ -29,7 +37,11 @@ from torch import nn
 from daenr_fast.bench.timing import time_round_robin
 
 ROW_KEYS = ("benchmark", "config", "variant", "status", "step_ms", "iqr_ms", "steps_per_s", "speedup_vs_torch",
-            "repeats", "loadavg_1m")
+            "models", "model_steps_per_s", "speedup_vs_separate", "speedup_vs_single", "repeats", "loadavg_1m")
+#: runs per grid of the grid benchmark (``--quick``: :data:`QUICK_GRID_SIZES`)
+GRID_SIZES = (1, 8, 32)
+QUICK_GRID_SIZES = (1, 2)
+GRID_BENCHMARK = "CAE-FR2 grid"
 DEMO_TIMEOUT_S = 1800
 
 
@@ -133,6 +145,71 @@ def _throughput(name: str, builder, settings, quick: bool, quick_kwargs: dict) -
                  repeats=s.repeats, loadavg_1m=load) for v, s in stats.items()]
 
 
+def _random_splits(n_neurons: int, n_images: int, seed: int = 0):
+    """Splits of random 32x32 images and Poisson counts of ``n_neurons`` (the shapes of a paper region)."""
+    import numpy as np
+
+    from daenr_fast.data import NeuralDataset, prepare
+
+    rng = np.random.default_rng(seed)
+    images = rng.random((n_images + 8, 32, 32))
+    rates = np.full((n_images, n_neurons), 0.5)
+    return prepare(NeuralDataset(train_images=images[:n_images], train_responses=rng.poisson(rates).astype(np.float32),
+                                 test_images=images[n_images:],
+                                 test_responses=rng.poisson(0.5, (2, 8, n_neurons)).astype(np.float32),
+                                 name="random"), val_fraction=0.2, seed=seed)
+
+
+def _cae_fr2_runs(count: int, splits, device: torch.device, batch: int):
+    """``count`` CAE-FR2 training runs (seeds 0..count-1) ready to step; they never evaluate nor stop."""
+    from daenr_fast.train import TrainConfig
+    from daenr_fast.train.trainer import open_run
+
+    never = 10 ** 9
+    return [open_run(TrainConfig(model="cae-fr", layer=2, batch_size=batch, eval_every=never, patience=never,
+                                 max_steps=None, checkpoint_every=never, seed=seed, device=str(device),
+                                 progress=False, figures=False), splits, device=device)
+            for seed in range(count)]
+
+
+def grid_throughput(settings, quick: bool = False, sizes=None) -> list[dict]:
+    """Rows of the grid benchmark (module docstring): per G, the grid and the G separate runs."""
+    from daenr_fast.train.grid import GridTrainer
+
+    device = torch.device(settings.device)
+    sizes = tuple(sizes or (QUICK_GRID_SIZES if quick else GRID_SIZES))
+    batch, n_neurons = (8, 103) if quick else (64, 103)
+    splits = _random_splits(n_neurons, n_images=max(4 * batch, 64))
+    config = f"CAE-FR2 x G, batch {batch} each, 1x32x32 -> h2 48x16x16 -> {n_neurons} neurons"
+    rows, single = [], None
+    for g in sizes:
+        grid = GridTrainer(_cae_fr2_runs(g, splits, device, batch))
+        separate = _cae_fr2_runs(g, splits, device, batch)
+        which = list(range(g))
+
+        def separate_steps(runs=separate):
+            for run in runs:
+                run._step()
+
+        variants = {f"grid of {g} (one stacked model)": lambda grid=grid, which=which: grid._step(which),
+                    f"{g} separate runs (one after another)": separate_steps}
+        stats = time_round_robin(variants, device, repeats=min(3, settings.repeats) if quick
+                                 else max(5, settings.repeats // 3),
+                                 warmup=1, min_sample_s=0.0, max_time_s=settings.max_time_s)
+        (grid_name, grid_stats), (sep_name, sep_stats) = stats.items()
+        if single is None and g == 1:
+            single = 1 / sep_stats.median_s
+        load = os.getloadavg()[0]
+        for name, s in ((grid_name, grid_stats), (sep_name, sep_stats)):
+            rate = g / s.median_s
+            rows.append(dict(benchmark=GRID_BENCHMARK, config=config, variant=name, status="ok",
+                             step_ms=s.median_s * 1e3, iqr_ms=s.iqr_s * 1e3, steps_per_s=1 / s.median_s, models=g,
+                             model_steps_per_s=rate, speedup_vs_separate=sep_stats.median_s / s.median_s,
+                             speedup_vs_single=None if single is None else rate / single, repeats=s.repeats,
+                             loadavg_1m=load))
+    return rows
+
+
 def demo_wall_time(quick: bool, device: torch.device) -> dict:
     """Wall time of ``daenr demo`` (a child process), or why it was not run."""
     row = dict(dict.fromkeys(ROW_KEYS), benchmark="daenr demo", variant="default dispatch")
@@ -160,11 +237,14 @@ def run(settings, quick: bool = False) -> list[dict]:
     """Rows of every end-to-end benchmark."""
     rows = _throughput("CAE-FR2", cae_fr2, settings, quick, {"batch": 8})
     rows += _throughput("sensorium readout", sensorium_readout, settings, quick, {"batch": 4, "n_neurons": 256})
+    rows += grid_throughput(settings, quick)
     rows.append(demo_wall_time(quick, torch.device(settings.device)))
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
+    grid = [r for r in rows if r["benchmark"] == GRID_BENCHMARK]
+    rows = [r for r in rows if r["benchmark"] != GRID_BENCHMARK]
     lines = [f"{'benchmark':<18} {'variant':<26} {'step ms':>10} {'IQR ms':>9} {'steps/s':>9} {'vs torch':>9}  status"]
     for r in rows:
         def f(k, spec):
@@ -172,6 +252,13 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r['benchmark']:<18} {str(r.get('variant') or '-'):<26} {f('step_ms', '10.1f'):>10} "
                      f"{f('iqr_ms', '9.1f'):>9} {f('steps_per_s', '9.2f'):>9} {f('speedup_vs_torch', '8.2f'):>8}x  "
                      f"{r['status']}")
+    if grid:
+        lines += ["", f"{'grid':<6} {'variant':<40} {'step ms':>10} {'IQR ms':>9} {'model-steps/s':>14} "
+                      f"{'vs separate':>12} {'vs 1 model':>11}"]
+        for r in grid:
+            single = "-" if r.get("speedup_vs_single") is None else f"{r['speedup_vs_single']:.2f}x"
+            lines.append(f"G={r['models']:<4} {r['variant']:<40} {r['step_ms']:>10.1f} {r['iqr_ms']:>9.1f} "
+                         f"{r['model_steps_per_s']:>14.2f} {r['speedup_vs_separate']:>11.2f}x {single:>11}")
     return "\n".join(lines)
 
 
@@ -187,7 +274,8 @@ def save(out_dir: Path, meta: dict, rows: list[dict]) -> list[Path]:
           + (f", GPU {meta['gpu']}" if meta.get("gpu") else "") + f"; {meta.get('date')}.",
           f"Command: `{meta.get('command')}`", "",
           "| benchmark | config | variant | step ms (IQR) | steps/s | vs torch backend |", "|---|---|---|---|---|---|"]
-    for r in rows:
+    grid = [r for r in rows if r["benchmark"] == GRID_BENCHMARK]
+    for r in (r for r in rows if r["benchmark"] != GRID_BENCHMARK):
         if r.get("step_ms") is None:
             md.append(f"| {r['benchmark']} | | | {r['status']} | | |")
         else:
@@ -196,5 +284,13 @@ def save(out_dir: Path, meta: dict, rows: list[dict]) -> list[Path]:
             iqr = "" if r.get("iqr_ms") is None else f" ({r['iqr_ms']:.3g})"
             md.append(f"| {r['benchmark']} | {r.get('config') or ''} | {r['variant']} | {r['step_ms']:.4g}{iqr} "
                       f"| {sps} | {vs} |")
+    if grid:
+        md += ["", f"Grids: {grid[0]['config']}; one sample = one step of every run; model-steps/s = G / step time.",
+               "", "| G | variant | step ms (IQR) | model-steps/s | vs G separate runs | vs 1 lone run |",
+               "|---|---|---|---|---|---|"]
+        for r in grid:
+            single = "-" if r.get("speedup_vs_single") is None else f"{r['speedup_vs_single']:.2f}x"
+            md.append(f"| {r['models']} | {r['variant']} | {r['step_ms']:.4g} ({r['iqr_ms']:.3g}) "
+                      f"| {r['model_steps_per_s']:.2f} | {r['speedup_vs_separate']:.2f}x | {single} |")
     paths[2].write_text("\n".join(md) + "\n")
     return paths
