@@ -12,8 +12,9 @@ Prior: the latents ``L`` (N,D) of the natural training images are centred and de
 
     l(w) = mu + V_k diag(s_k) w,        s_j = S_j / sqrt(N - 1)
 
-so ``w`` (B,k) is standard normal over natural images, in the k non-degenerate components (``S_j > 1e-4 S_0``;
-k <= N - 1). The synthesis optimises ``w`` inside the ball ``||w||_2 <= radius``, ``radius`` the
+so ``w`` (B,k) is standard normal over natural images, in the k leading components that explain
+:data:`VARIANCE_KEPT` of the latents' variance (at most N / 2 of them, so that the Gaussian is fitted with two
+images or more per dimension; the VQ-VAE's latent has more dimensions than there are images). The synthesis optimises ``w`` inside the ball ``||w||_2 <= radius``, ``radius`` the
 :data:`NATURAL_QUANTILE` quantile of the natural images' ``||w||``: a latent as probable under the fitted
 Gaussian as 95% of natural images, and in the subspace they span.
 """
@@ -29,8 +30,8 @@ from daenr_fast.models.vqvae import VQVAE
 
 #: quantile of the natural images' norms (latent Mahalanobis norm, pixel contrast) used as the bound
 NATURAL_QUANTILE = 0.95
-#: components with singular values below this fraction of the largest are dropped
-RANK_TOLERANCE = 1e-4
+#: fraction of the natural latents' variance the kept principal components explain
+VARIANCE_KEPT = 0.99
 ENCODE_BATCH = 256
 
 
@@ -51,11 +52,14 @@ class LatentSpace:
         latents = self.encode(images).double()
         self.mean = latents.mean(0)
         _, s, vt = torch.linalg.svd(latents - self.mean, full_matrices=False)
-        keep = s > RANK_TOLERANCE * s[0]
-        scale = s[keep] / np.sqrt(latents.shape[0] - 1)
-        self.components = vt[keep]                      # (k, D)
-        self.scale = scale                              # (k,)
-        self.natural = self.whiten(latents)             # (N, k)
+        if not s[0] > 0:
+            raise ValueError("the latent prior needs natural images whose latents differ; they are all equal")
+        explained = torch.cumsum(s**2, 0) / (s**2).sum()
+        k = min(int(torch.searchsorted(explained, torch.tensor(VARIANCE_KEPT, dtype=s.dtype))) + 1,
+                latents.shape[0] // 2, int((s > 0).sum()))
+        self.components = vt[:k]                                       # (k, D)
+        self.scale = s[:k] / np.sqrt(latents.shape[0] - 1)             # (k,)
+        self.natural = self.whiten(latents)                            # (N, k)
         self.radius = float(torch.quantile(self.natural.norm(dim=1), NATURAL_QUANTILE))
         dtype = next(autoencoder.parameters()).dtype
         self._basis = (self.components * self.scale[:, None]).to(dtype)   # (k, D)
@@ -86,17 +90,23 @@ class LatentSpace:
         """Latents (N, D) -> w (N, k) (the projection onto the kept components)."""
         return ((latents.double() - self.mean) @ self.components.T) / self.scale
 
-    def decode(self, w: Tensor) -> Tensor:
-        """w (B, k) -> decoded images (B,1,S,S) in [-1,1]; differentiable in w."""
+    def latent(self, w: Tensor) -> Tensor:
+        """w (B, k) -> latents (B, D): ``mu + V_k diag(s_k) w``."""
+        return self._mean.to(w.device) + w @ self._basis.to(w.device)
+
+    def decode_latent(self, latent: Tensor) -> Tensor:
+        """Latents (B, D) -> decoded images (B,1,S,S) in [-1,1]: the autoencoder's own path after its latent."""
         ae = self.autoencoder
-        latent = self._mean.to(w.device) + w @ self._basis.to(w.device)
         if isinstance(ae, VQVAE):
-            z_e = latent.view(-1, ae.code_dim, *ae.code_shape[1:])
-            quantized, _ = ae.quantizer(z_e)
+            quantized, _ = ae.quantizer(latent.view(-1, ae.code_dim, *ae.code_shape[1:]))
             code = ae.post_quant(quantized)
         else:
             code = ae.from_latent(latent).view(-1, *ae.code_shape)
         return ae.decoder(code)
+
+    def decode(self, w: Tensor) -> Tensor:
+        """w (B, k) -> decoded images (B,1,S,S) in [-1,1]; differentiable in w."""
+        return self.decode_latent(self.latent(w))
 
     @torch.no_grad()
     def project(self, w: Tensor) -> None:
