@@ -147,17 +147,21 @@ class GridTrainer:
         self.errors: Dict[int, Exception] = {}
         self._val_x = torch.stack([t.val_x for t in self.trainers])
         self._val_s = torch.stack([t.val_s for t in self.trainers])
+        self._loss_configs: Dict[tuple, TrainConfig] = {}
 
     def active(self) -> List[int]:
         return [g for g, t in enumerate(self.trainers) if not t.state["finished"] and g not in self.errors]
 
     def _loss_config(self, which: Sequence[int]) -> TrainConfig:
         """The loss configuration of members ``which``: the shared fields, alpha and beta as (G,) tensors."""
-        config = TrainConfig.from_dict(self.config.to_dict())
-        device = self.trainers[0].device
-        config.alpha = torch.tensor([self.trainers[g].config.alpha for g in which], device=device)
-        config.beta = torch.tensor([self.trainers[g].config.beta for g in which], device=device)
-        return config
+        key = tuple(which)
+        if key not in self._loss_configs:
+            config = TrainConfig.from_dict(self.config.to_dict())
+            device = self.trainers[0].device
+            config.alpha = torch.tensor([self.trainers[g].config.alpha for g in which], device=device)
+            config.beta = torch.tensor([self.trainers[g].config.beta for g in which], device=device)
+            self._loss_configs[key] = config
+        return self._loss_configs[key]
 
     def _losses(self, x: Tensor, s: Tensor, which: List[int], training: bool):
         out = self.stacked.forward(x, which, training)
