@@ -14,7 +14,8 @@ Prior: the latents ``L`` (N,D) of the natural training images are centred and de
 
 so ``w`` (B,k) is standard normal over natural images, in the k leading components that explain
 :data:`VARIANCE_KEPT` of the latents' variance (at most N / 2 of them, so that the Gaussian is fitted with two
-images or more per dimension; the VQ-VAE's latent has more dimensions than there are images). The synthesis optimises ``w`` inside the ball ``||w||_2 <= radius``, ``radius`` the
+images or more per dimension; the VQ-VAE's latent has more dimensions than there are images). The synthesis
+optimises ``w`` inside the ball ``||w||_2 <= radius``, ``radius`` the
 :data:`NATURAL_QUANTILE` quantile of the natural images' ``||w||``: a latent as probable under the fitted
 Gaussian as 95% of natural images, and in the subspace they span.
 """

@@ -1,0 +1,339 @@
+"""Does synthesis through the decoder drive the real neuron better than pixel-space synthesis?
+
+    python -m daenr_fast.synthesis.experiment --out benchmarks/results/synthesis [--work DIR] [--seeds 0 1 2]
+
+On simulated region 3 (a snapshot written once to ``WORK/region3.npz``, with its ground truth saved beside it, so
+a later change of the simulator cannot mix two datasets), for each seed: train CAE-FR2 (Table 9 weights, alpha 0.4,
+beta 1) and CNN-FR2 (Poisson loss only) with the quick protocol, then for every neuron synthesise a decoder image
+(CAE-FR2), a pixel image on CAE-FR2 and a pixel image on CNN-FR2 (the usual MEI setting) with the same starting
+images, and show them, with the best natural test image, to the simulator's true neuron. The runs and each run's
+``synthesis.{npz,json,png}`` stay in WORK; ``--out`` receives ``report.md``, ``results.json``, ``summary.png`` and
+``examples.png``. Fractions are per seed over all neurons, then mean and 95% t-interval over the seeds
+(:func:`daenr_fast.experiments.stats.mean_ci`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from daenr_fast.synthesis import report as R
+
+REGION = 3
+#: (label, model, alpha, beta, preset)
+ARMS = (("CAE-FR2", "cae-fr", 0.4, 1.0, "table9:region3:cae-fr2"), ("CNN-FR2", "cnn-fr", 0.0, 1.0, None))
+STEPS, RESTARTS = 100, 2
+#: the image sets compared: (key, run label, method)
+SETS = (("decoder", "CAE-FR2", "decoder"), ("pixel_cae", "CAE-FR2", "pixel"), ("pixel_cnn", "CNN-FR2", "pixel"))
+SET_LABELS = {"natural": "best natural test image", "natural_test": "natural test images",
+              "decoder": "decoder (CAE-FR2)",
+              "pixel_cae": "pixel (CAE-FR2)", "pixel_cnn": "pixel (CNN-FR2)"}
+#: (a, b) pairs compared on the true rate
+PAIRS = (("decoder", "pixel_cae"), ("decoder", "pixel_cnn"), ("decoder", "natural"), ("pixel_cae", "natural"),
+         ("pixel_cnn", "natural"), ("decoder", "natural_true_best"), ("pixel_cnn", "natural_true_best"))
+
+
+def snapshot(work: Path) -> str:
+    """Write region 3 and its ground truth once; returns the data spec (the .npz path)."""
+    from daenr_fast.data import save_npz, simulate
+    from daenr_fast.data.ground_truth import ground_truth_for
+
+    path = work / f"region{REGION}.npz"
+    if not path.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        ground_truth_for(f"sim:region{REGION}").save(work / "ground_truth.npz")
+        save_npz(simulate(region=REGION, seed=0), path)
+    return str(path)
+
+
+def train_arm(work: Path, data: str, arm, seed: int, log, max_steps=None) -> Path:
+    """Train (or reuse) one run; its folder holds the data's saved ground truth."""
+    import shutil
+
+    from daenr_fast.data.ground_truth import RUN_FILENAME
+    from daenr_fast.experiments.protocol import QUICK
+    from daenr_fast.train import TrainConfig, train
+
+    label, model, alpha, beta, preset = arm
+    out = work / "runs" / f"{label.lower()}-seed{seed}"
+    if (out / "metrics.json").exists():
+        log(f"{label} seed {seed}: reused {out}")
+    else:
+        start = time.perf_counter()
+        protocol = QUICK.with_overrides(max_steps=max_steps)
+        config = TrainConfig(model=model, layer=2, data=data, alpha=alpha, beta=beta, seed=seed, out=str(out),
+                             progress=False, figures=False, preset=preset, **protocol.train_fields())
+        result = train(config, overwrite=True)
+        log(f"{label} seed {seed}: trained in {time.perf_counter() - start:.0f} s, test PCC "
+            f"{result.metrics['neurons']['pcc']:.3f}")
+    shutil.copyfile(work / "ground_truth.npz", out / RUN_FILENAME)
+    return out
+
+
+def synthesize_run(run_dir: Path, log, n_neurons=None, steps=STEPS, restarts=RESTARTS) -> dict:
+    """All neurons of one run; writes ``run_dir/synthesis/`` and returns its table plus the arrays needed."""
+    from daenr_fast.synthesis import open_run, synthesize, write_report
+
+    start = time.perf_counter()
+    run = open_run(run_dir)
+    neurons = list(range(run.n_neurons if n_neurons is None else min(n_neurons, run.n_neurons)))
+    result = synthesize(run, neurons, steps=steps, restarts=restarts, seed=0, progress=False)
+    table = write_report(result, run_dir / "synthesis")
+    log(f"{run.label} {run_dir.name}: {len(neurons)} neurons synthesised in {time.perf_counter() - start:.0f} s")
+    return {"table": table, "result": result}
+
+
+def _fractions(true: dict) -> dict:
+    return {f"{a}>{b}": float(np.mean(true[a] > true[b])) for a, b in PAIRS}
+
+
+def _ratios(true: dict) -> dict:
+    return {k: float(np.median(true[k] / true["natural"])) for k in ("decoder", "pixel_cae", "pixel_cnn")}
+
+
+def aggregate(per_seed: dict) -> dict:
+    """Per seed the true / predicted rates of every set; fractions, ratios and image statistics over seeds."""
+    from daenr_fast.experiments.stats import mean_ci
+
+    seeds = sorted(per_seed)
+    rows = {}
+    for seed in seeds:
+        runs = per_seed[seed]
+        cae, cnn = runs["CAE-FR2"]["result"], runs["CNN-FR2"]["result"]
+        true = {"natural": cae.natural.true, "natural_true_best": cae.natural.true_best,
+                "decoder": cae.methods["decoder"].true, "pixel_cae": cae.methods["pixel"].true,
+                "pixel_cnn": cnn.methods["pixel"].true}
+        predicted = {"natural_cae": cae.natural.predicted, "natural_cnn": cnn.natural.predicted,
+                     "decoder": cae.methods["decoder"].predicted, "pixel_cae": cae.methods["pixel"].predicted,
+                     "pixel_cnn": cnn.methods["pixel"].predicted}
+        stats = {"natural": runs["CAE-FR2"]["table"]["summary"]["natural"],
+                 "decoder": runs["CAE-FR2"]["table"]["summary"]["decoder"],
+                 "pixel_cae": runs["CAE-FR2"]["table"]["summary"]["pixel"],
+                 "pixel_cnn": runs["CNN-FR2"]["table"]["summary"]["pixel"]}
+        rows[seed] = {"fractions": _fractions(true), "median_ratio_to_natural": _ratios(true),
+                      "predicted_beats_natural": {
+                          "decoder": float(np.mean(predicted["decoder"] > predicted["natural_cae"])),
+                          "pixel_cae": float(np.mean(predicted["pixel_cae"] > predicted["natural_cae"])),
+                          "pixel_cnn": float(np.mean(predicted["pixel_cnn"] > predicted["natural_cnn"]))},
+                      "mean_true": {k: float(np.mean(v)) for k, v in true.items()},
+                      "mean_predicted": {k: float(np.mean(v)) for k, v in predicted.items()},
+                      "image_stats": stats,
+                      "per_neuron_true": {k: v.tolist() for k, v in true.items()},
+                      "per_neuron_predicted": {k: v.tolist() for k, v in predicted.items()},
+                      "test_pcc": {label: json.loads((Path(r["table"]["run"]) / "metrics.json").read_text())
+                                   ["neurons"]["pcc"] for label, r in runs.items()}}
+
+    def over_seeds(getter) -> dict:
+        ci = mean_ci([getter(rows[s]) for s in seeds])
+        return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+
+    first = rows[seeds[0]]
+    summary = {
+        "fractions": {k: over_seeds(lambda r, k=k: r["fractions"][k]) for k in first["fractions"]},
+        "median_ratio_to_natural": {k: over_seeds(lambda r, k=k: r["median_ratio_to_natural"][k])
+                                    for k in first["median_ratio_to_natural"]},
+        "predicted_beats_natural": {k: over_seeds(lambda r, k=k: r["predicted_beats_natural"][k])
+                                    for k in first["predicted_beats_natural"]},
+        "mean_true": {k: over_seeds(lambda r, k=k: r["mean_true"][k]) for k in first["mean_true"]},
+        "mean_predicted": {k: over_seeds(lambda r, k=k: r["mean_predicted"][k]) for k in first["mean_predicted"]},
+        "image_stats": {k: {stat: over_seeds(lambda r, k=k, stat=stat: r["image_stats"][k][stat])
+                            for stat in ("rms_contrast_mean", "spectrum_slope_mean", "spectrum_slope_of_set",
+                                         "intensity_distance_to_natural")}
+                        for k in first["image_stats"]},
+        "test_pcc": {label: over_seeds(lambda r, label=label: r["test_pcc"][label]) for label in first["test_pcc"]},
+    }
+    return {"seeds": seeds, "summary": summary, "per_seed": {str(s): rows[s] for s in seeds}}
+
+
+def _fmt(entry, spec=".2f", pct=False) -> str:
+    scale = 100.0 if pct else 1.0
+    mean, low, high = (entry[k] * scale if entry[k] is not None and np.isfinite(entry[k]) else float("nan")
+                       for k in ("mean", "low", "high"))
+    unit = "%" if pct else ""
+    if not np.isfinite(low):
+        return f"{mean:{spec}}{unit}"
+    return f"{mean:{spec}}{unit} [{low:{spec}}, {high:{spec}}]"
+
+
+def summary_figure(path: Path, agg: dict, natural_stats: dict) -> None:
+    """(a) fraction of neurons where A's true rate beats B's, per seed; (b) true rates per neuron, decoder vs
+    pixel (seed 0); (c) RMS contrast and spectrum slope of every image (seed 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    ax = axes[0]
+    keys = list(agg["summary"]["fractions"])
+    for i, key in enumerate(keys):
+        values = [agg["per_seed"][str(s)]["fractions"][key] for s in agg["seeds"]]
+        ax.bar(i, agg["summary"]["fractions"][key]["mean"], color="0.8")
+        ax.plot([i] * len(values), values, "k.", ms=6)
+    ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
+    a_b = [k.split(">") for k in keys]
+    names = {"natural": "natural", "natural_true_best": "best-true natural", "decoder": "decoder",
+             "pixel_cae": "pixel CAE", "pixel_cnn": "pixel CNN"}
+    ax.set_xticks(range(len(keys)), [f"{names[a]}\n> {names[b]}" for a, b in a_b], fontsize=7, rotation=30)
+    ax.set_ylabel("fraction of neurons (true rate)")
+    ax.set_ylim(0, 1)
+    ax.set_title("(a) which image drives the true neuron more")
+    seed0 = agg["per_seed"][str(agg["seeds"][0])]["per_neuron_true"]
+    ax = axes[1]
+    ax.loglog(seed0["pixel_cae"], seed0["decoder"], ".", ms=5, label="vs pixel (CAE-FR2)")
+    ax.loglog(seed0["pixel_cnn"], seed0["decoder"], ".", ms=5, label="vs pixel (CNN-FR2)")
+    ax.loglog(seed0["natural"], seed0["decoder"], ".", ms=5, label="vs best natural")
+    lims = [min(min(v) for v in seed0.values()), max(max(v) for v in seed0.values())]
+    ax.plot(lims, lims, color="0.5", lw=0.8)
+    ax.set_xlabel("true rate of the other image")
+    ax.set_ylabel("true rate of the decoder image")
+    ax.set_title(f"(b) per neuron, seed {agg['seeds'][0]}")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    for key, st in natural_stats.items():
+        ax.plot(st["rms_contrast"], st["spectrum_slope"], ".", ms=5, alpha=0.7, label=SET_LABELS.get(key, key))
+    ax.set_xlabel("RMS contrast (std / mean)")
+    ax.set_ylabel("spectrum slope (log power vs log frequency)")
+    ax.set_title(f"(c) how natural the images look, seed {agg['seeds'][0]}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def examples_figure(path: Path, runs: dict, neurons) -> None:
+    """Rows: neurons; columns: best natural, decoder, pixel (CAE-FR2), pixel (CNN-FR2), true RF (seed 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cae, cnn = runs["CAE-FR2"]["result"], runs["CNN-FR2"]["result"]
+    rf = R.true_receptive_fields(cae.run, cae.neurons)
+    cols = [("best natural", cae.natural), ("decoder (CAE-FR2)", cae.methods["decoder"]),
+            ("pixel (CAE-FR2)", cae.methods["pixel"]), ("pixel (CNN-FR2)", cnn.methods["pixel"])]
+    fig, axes = plt.subplots(len(neurons), len(cols) + 1, figsize=(2.0 * (len(cols) + 1), 2.0 * len(neurons) + 0.3),
+                             squeeze=False)
+    for i, n in enumerate(neurons):
+        for j, (title, src) in enumerate(cols):
+            ax = axes[i, j]
+            ax.imshow(src.images[n], cmap="gray", vmin=-1, vmax=1)
+            text = f"pred {src.predicted[n]:.1f}, true {src.true[n]:.1f}"
+            ax.set_title(f"{title}\n{text}" if i == 0 else text, fontsize=7)
+        lim = float(np.abs(rf[n]).max()) or 1.0
+        axes[i, -1].imshow(rf[n], cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[i, -1].set_title("true RF (even Gabor)" if i == 0 else "", fontsize=7)
+        axes[i, 0].set_ylabel(f"neuron {n}", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_markdown(path: Path, agg: dict, settings: dict, minutes: float) -> None:
+    from daenr_fast.data.ground_truth import SIMULATOR_VERSION
+    from daenr_fast.experiments.protocol import QUICK
+
+    s = agg["summary"]
+    f = s["fractions"]
+    n_neurons = len(agg["per_seed"][str(agg["seeds"][0])]["per_neuron_true"]["decoder"])
+    lines = [
+        "# Synthesis: decoder images vs pixel images vs natural images, judged by the true neurons",
+        "",
+        f"Simulated region {REGION} (simulator version {SIMULATOR_VERSION}; {n_neurons} "
+        f"neurons), seeds {', '.join(map(str, agg['seeds']))}; CAE-FR2 (Table 9 weights, alpha 0.4, beta 1) and "
+        f"CNN-FR2 (Poisson loss only) trained with the **{settings['protocol']} protocol** (at most "
+        f"{settings['max_steps']} steps, batch {QUICK.batch_size}, patience {QUICK.patience}): not the paper's "
+        "protocol, so the autoencoder is far from converged. Every neuron: objective max, "
+        f"{settings['restarts']} restarts x {settings['steps']} steps from the same natural training images for "
+        "every method; the best "
+        "natural test image is the one with the highest recorded trial-averaged response. "
+        f"Values: mean over seeds [95% t-interval]. Wall time {minutes:.0f} min on a shared 2-core CPU.",
+        "",
+        "Command: `python -m daenr_fast.synthesis.experiment --out benchmarks/results/synthesis`",
+        "",
+        "## Which image drives the true neuron more (fraction of neurons, true rate)",
+        "",
+        "| comparison | fraction of neurons |",
+        "|---|---|",
+    ]
+    names = {"natural": "best natural test image (by recorded response)",
+             "natural_true_best": "best natural test image (by true rate)", **SET_LABELS}
+    for key, entry in f.items():
+        a, b = key.split(">")
+        lines.append(f"| {names[a]} > {names[b]} | {_fmt(entry, '.0f', pct=True)} |")
+    lines += ["", "## Rates", "", "| image | mean true rate | mean predicted rate | median true rate / natural's | "
+              "predicted to beat natural |", "|---|---|---|---|---|"]
+    mt, mp = s["mean_true"], s["mean_predicted"]
+    lines.append(f"| {names['natural']} | {_fmt(mt['natural'])} | CAE {_fmt(mp['natural_cae'])}, CNN "
+                 f"{_fmt(mp['natural_cnn'])} | 1 | - |")
+    for key in ("decoder", "pixel_cae", "pixel_cnn"):
+        lines.append(f"| {SET_LABELS[key]} | {_fmt(mt[key])} | {_fmt(mp[key])} | "
+                     f"{_fmt(s['median_ratio_to_natural'][key])} | "
+                     f"{_fmt(s['predicted_beats_natural'][key], '.0f', pct=True)} |")
+    lines += ["", "## How natural they look", "",
+              "| image | RMS contrast | spectrum slope (per image) | spectrum slope (set) | intensity W1 to natural |",
+              "|---|---|---|---|---|"]
+    for key, st in s["image_stats"].items():
+        lines.append(f"| {SET_LABELS[key]} | {_fmt(st['rms_contrast_mean'])} | {_fmt(st['spectrum_slope_mean'])} | "
+                     f"{_fmt(st['spectrum_slope_of_set'])} | {_fmt(st['intensity_distance_to_natural'], '.3f')} |")
+    lines += ["", f"Test PCC of the runs: CAE-FR2 {_fmt(s['test_pcc']['CAE-FR2'], '.3f')}, CNN-FR2 "
+              f"{_fmt(s['test_pcc']['CNN-FR2'], '.3f')}.", "",
+              "![summary](summary.png)", "", "![examples](examples.png)", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m daenr_fast.synthesis.experiment",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder for report.md, results.json, summary.png, examples.png")
+    parser.add_argument("--work", default="synthesis-experiment", help="runs and per-run outputs "
+                        "(default ./synthesis-experiment)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--neurons", type=int, default=None, help="only the first N neurons (smoke tests)")
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"synthesis steps (default {STEPS})")
+    parser.add_argument("--restarts", type=int, default=RESTARTS, help=f"restarts (default {RESTARTS})")
+    parser.add_argument("--max-steps", type=int, default=None, help="training step cap (default: the quick "
+                        "protocol's)")
+    args = parser.parse_args(argv)
+    from daenr_fast.experiments.protocol import QUICK
+
+    work, out = Path(args.work), Path(args.out)
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    start = time.perf_counter()
+    data = snapshot(work)
+    per_seed = {}
+    for seed in args.seeds:
+        per_seed[seed] = {arm[0]: synthesize_run(train_arm(work, data, arm, seed, log, args.max_steps), log,
+                                                 args.neurons, args.steps, args.restarts) for arm in ARMS}
+    agg = aggregate(per_seed)
+    minutes = (time.perf_counter() - start) / 60
+    agg["wall_minutes"] = minutes
+    agg["settings"] = {"steps": args.steps, "restarts": args.restarts, "objective": "max", "region": REGION,
+                       "protocol": "quick" if args.max_steps is None else f"quick, max_steps {args.max_steps}",
+                       "max_steps": args.max_steps or QUICK.max_steps,
+                       **per_seed[args.seeds[0]]["CAE-FR2"]["table"]["settings"]}
+    out.mkdir(parents=True, exist_ok=True)
+    from daenr_fast.train.evaluate import json_safe
+
+    (out / "results.json").write_text(json.dumps(json_safe(agg), indent=1) + "\n", encoding="utf-8")
+    first = per_seed[args.seeds[0]]
+    test_images = first["CAE-FR2"]["result"].run.splits.tensors("test")[0][:, 0].numpy()
+    point_stats = {"natural_test": R.per_image_stats(test_images)}
+    for key, label, method in SETS:
+        point_stats[key] = R.per_image_stats(first[label]["result"].methods[method].images)
+    summary_figure(out / "summary.png", agg, point_stats)
+    examples_figure(out / "examples.png", first, neurons=list(range(min(6, len(first["CAE-FR2"]["result"].neurons)))))
+    write_markdown(out / "report.md", agg, agg["settings"], minutes)
+    log(f"wrote {out}/report.md ({minutes:.0f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
