@@ -69,7 +69,7 @@ def synthetic_data(seed: int = 0) -> TensorDataset:
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(IMAGES, 1, SIZE, SIZE, generator=generator)
     images = nn.functional.avg_pool2d(noise, 3, stride=1, padding=1)
-    filters = torch.randn(NEURONS, SIZE * SIZE, generator=generator) / SIZE
+    filters = torch.randn(NEURONS, SIZE * SIZE, generator=generator) / 4
     rates = torch.exp((images.flatten(1) @ filters.T).clamp(-3, 3))
     return TensorDataset(images, torch.poisson(rates, generator=generator))
 

@@ -100,8 +100,9 @@ class RayExecutor:
         address: the cluster to join, as ``ray.init(address=...)`` takes it (``HOST:PORT`` of the head node's GCS,
             printed by ``ray start --head``, or ``auto``). None: Ray's own search, in order the ``RAY_ADDRESS``
             variable, then the latest cluster started on this machine with ``ray start``, else a new single-machine
-            Ray instance that ends with this process. If this process already called ``ray.init``, that
-            connection is used (and ``address`` must be None).
+            Ray instance that ends with this process. An address given here or in ``RAY_ADDRESS`` that accepts no
+            connection is refused at once (Ray would retry for minutes). If this process already called
+            ``ray.init``, that connection is used (and ``address`` must be None).
         cpus_per_task: CPUs each task reserves (an integer >= 1); the run uses as many torch threads.
         gpus_per_task: the fraction of a GPU each task reserves: 0 (the runs train on CPU) or in (0, 1]; 0.25 lets
             four runs share one device. A run uses one device, so more than 1 is refused.
@@ -126,6 +127,8 @@ class RayExecutor:
         if self._owned:
             if address is not None:
                 check_reachable(address)
+            elif os.environ.get("RAY_ADDRESS"):
+                check_reachable(os.environ["RAY_ADDRESS"], source="RAY_ADDRESS")
             self.ray.init(address=address)
         elif address is not None:
             raise ValueError(f"Ray is already initialized in this process; cannot also join {address!r} "
@@ -153,8 +156,11 @@ class RayExecutor:
 
     def describe(self, threads: int) -> str:
         resources = self.ray.cluster_resources()
-        return (f"Ray tasks of {self.cpus_per_task} CPU(s) and {self.gpus_per_task:g} GPU(s) on a cluster of "
+        text = (f"Ray tasks of {self.cpus_per_task} CPU(s) and {self.gpus_per_task:g} GPU(s) on a cluster of "
                 f"{resources.get('CPU', 0):g} CPU(s) and {resources.get('GPU', 0):g} GPU(s)")
+        if resources.get("GPU", 0) and not self.gpus_per_task:
+            text += " (the runs train on CPU: give --gpus-per-task to use the GPUs)"
+        return text
 
     def run(self, fn: Callable[[dict], object], jobs: Iterable[dict]) -> Iterator[Outcome]:
         """Submit every job at once, then ``(job, fn(job) or the exception)`` as each task finishes
@@ -181,19 +187,20 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """A ``ConnectionError`` naming ``address`` (``HOST:PORT``, optionally ``ray://HOST:PORT``) unless something
-    accepts a TCP connection there within ``timeout`` seconds; ``auto`` and ``local`` are left to Ray."""
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT, source: str = "--address") -> None:
+    """A ``ConnectionError`` naming ``address`` (``HOST:PORT``, optionally ``ray://HOST:PORT``) and where it
+    came from (``source``) unless something accepts a TCP connection there within ``timeout`` seconds; ``auto``
+    and ``local`` are left to Ray."""
     if address in ("auto", "local"):
         return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"address (--address) must be HOST:PORT (the head node's, printed by 'ray start --head'; "
-                         f"port 6379 by default) or 'auto', got {address!r}")
+        raise ValueError(f"{source} must be HOST:PORT (the head node's, printed by 'ray start --head'; port 6379 "
+                         f"by default) or 'auto', got {address!r}")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as err:
-        raise ConnectionError(f"no Ray cluster answers at --address {address} ({err}); start its head node with "
+        raise ConnectionError(f"no Ray cluster answers at {source} {address} ({err}); start its head node with "
                               f"'ray start --head' and pass the address it prints") from err
 
 

@@ -74,6 +74,8 @@ def _closed_port():
 def test_an_address_without_a_cluster_fails_at_once():
     with pytest.raises(ConnectionError, match=r"no Ray cluster answers at --address 127\.0\.0\.1:\d+"):
         E.check_reachable(f"127.0.0.1:{_closed_port()}", timeout=5)
+    with pytest.raises(ConnectionError, match=r"no Ray cluster answers at RAY_ADDRESS 127\.0\.0\.1:"):
+        E.check_reachable(f"127.0.0.1:{_closed_port()}", timeout=5, source="RAY_ADDRESS")
     for bad in ("nohost", "host:", ":6379", "host:port"):
         with pytest.raises(ValueError, match="must be HOST:PORT"):
             E.check_reachable(bad)

@@ -10,6 +10,7 @@ import csv
 import importlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,13 +36,26 @@ def _quiet(_line):
     pass
 
 
+def test_an_unreachable_ray_address_variable_is_refused(monkeypatch):
+    """(First in this file: it needs this process not yet connected to Ray.)"""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    assert not ray.is_initialized()
+    with pytest.raises(ConnectionError, match=f"no Ray cluster answers at RAY_ADDRESS 127.0.0.1:{port}"):
+        RayExecutor()
+    assert not ray.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray instance for this module; yields its address (HOST:PORT of its GCS). The task functions
-    defined here are shipped by value: the workers cannot import a test module."""
+    """A new local Ray instance for this module (``address="local"``: not a cluster that ``ray start`` left on
+    this machine); yields its address (HOST:PORT of its GCS). The task functions defined here are shipped by
+    value: the workers cannot import a test module."""
     if ray.is_initialized():
         ray.shutdown()
-    context = ray.init(**CLUSTER, include_dashboard=False, log_to_driver=False)
+    context = ray.init(address="local", **CLUSTER, include_dashboard=False, log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield context.address_info["gcs_address"]
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
@@ -110,6 +124,8 @@ def test_a_gpu_fraction_lets_tasks_share_a_device(cluster):
     with pytest.raises(ValueError, match="--gpus-per-task > 0"):
         RayExecutor().job_device("cuda")
     assert RayExecutor().job_device("auto") == "cpu"
+    assert executor.describe(1) == "Ray tasks of 1 CPU(s) and 0.5 GPU(s) on a cluster of 2 CPU(s) and 1 GPU(s)"
+    assert RayExecutor().describe(1).endswith("(the runs train on CPU: give --gpus-per-task to use the GPUs)")
 
 
 def _rows(path):
