@@ -183,7 +183,8 @@ def write_report(out, target: str, regions: Sequence[int], seeds: Sequence[int],
             lines += ["### Identical runs", "", "These configurations differ only where the neural term enters, yet "
                       "their image metrics agree to about four significant digits: at these alpha:beta weights and this "
                       "training length the Poisson term did not change the reconstruction, so their differences "
-                      "to the baseline come from the initialisation, not from the neural responses.", ""] + same
+                      "to the baseline come from the initialisation, not from the neural responses (the gradient share "
+                      "below says how much of the shared encoder's gradient the neural term sent).", ""] + same
             lines += [""]
     layouts = layouts_for(target, regions)
     lines += ["## Gradient share (did beta do anything?)", ""] + gradient_share_lines(layouts, rows_of) + [""]

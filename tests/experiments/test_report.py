@@ -96,7 +96,8 @@ def test_report_prints_the_gradient_share_per_model(report):
     section = text.split("## Gradient share (did beta do anything?)")[1].split("\n## ")[0]
     fr2 = preset_arm("table8", 3, "cae-fr", 2)
     shares = [_share(fr2, s) for s in SEEDS]
-    expected = f"| CAE-FR2 | 3 | all | 1 : 0.001 (table8) | {np.mean(shares):.3g} ({min(shares):.3g}..{max(shares):.3g}) |"
+    expected = (f"| CAE-FR2 | 3 | all | 1 : 0.001 (table8) | {np.mean(shares):.3g} "
+                f"({min(shares):.3g}..{max(shares):.3g}) |")
     assert expected in section
     assert "| CAE | 3 | all | 1 : 0 | n/a (no response term) |" in section
     assert "| CNN-FR2 | 1 | all | 0 : 1 | 1 (1..1) |" in section

@@ -30,7 +30,8 @@ def _shares(name, layer=2, **config):
 
 def test_share_is_the_norm_ratio_over_the_encoder_blocks_both_terms_reach():
     shares, model, terms, cfg = _shares("cae-fr", layer=2, alpha=1.0, beta=0.5)
-    params = list(model.autoencoder.encoder.blocks[0].parameters()) + list(model.autoencoder.encoder.blocks[1].parameters())
+    blocks = model.autoencoder.encoder.blocks
+    params = list(blocks[0].parameters()) + list(blocks[1].parameters())
     assert shared_encoder_parameters(model) == params
     norms = {}
     for name, weight in (("reconstruction", 1.0), ("response", 0.5)):
