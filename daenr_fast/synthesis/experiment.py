@@ -38,11 +38,11 @@ PAIRS = (("decoder", "pixel_cae"), ("decoder", "pixel_cnn"), ("decoder", "natura
 
 
 def snapshot(work: Path) -> str:
-    """Write region 3 and its ground truth once; returns the data spec (the .npz path)."""
+    """Write region 3 and its ground truth once; returns the data spec (the absolute .npz path)."""
     from daenr_fast.data import save_npz, simulate
     from daenr_fast.data.ground_truth import ground_truth_for
 
-    path = work / f"region{REGION}.npz"
+    path = (work / f"region{REGION}.npz").resolve()
     if not path.exists():
         work.mkdir(parents=True, exist_ok=True)
         ground_truth_for(f"sim:region{REGION}").save(work / "ground_truth.npz")

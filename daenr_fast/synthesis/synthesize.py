@@ -146,7 +146,14 @@ def run_method(run, method, neurons: np.ndarray, start_index: np.ndarray, object
         chunk = slice(lo, min(k, lo + per_chunk))
         neuron = torch.as_tensor(np.repeat(neurons[chunk], r), device=run.device)
         param, update = method.start(torch.as_tensor(start_index[chunk].reshape(-1)))
-        out = ascend(run, param, method.to_image, neuron, objective, steps, update)
+        done = [0]
+
+        def on_step(done=done) -> None:
+            done[0] += 1
+            if bar is not None and (done[0] % 10 == 0 or done[0] == steps):
+                bar.set_postfix_str(f"step {done[0]}/{steps}")
+
+        out = ascend(run, param, method.to_image, neuron, objective, steps, update, on_step)
         images.append(out.images.cpu())
         final.append(out.rate.cpu())
         initial.append(out.initial_rate.cpu())
