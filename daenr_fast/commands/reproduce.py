@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
                         help="--executor ray: the cluster's address (HOST:PORT printed by 'ray start --head', or "
                              "auto); default: RAY_ADDRESS, else the cluster started on this machine with "
                              "'ray start', else a new Ray instance on this machine alone")
-    parser.add_argument("--gpus-per-task", type=float, default=0.0,
+    parser.add_argument("--gpus-per-task", type=float, default=0.0, metavar="FRACTION",
                         help="--executor ray: the fraction of a GPU each run reserves, in (0, 1] (0.25: four runs "
                              "share a GPU); default 0: the runs train on CPU")
 
