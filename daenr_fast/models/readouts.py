@@ -74,25 +74,30 @@ def inverse_activation(rate: Tensor, activation: str = "elu1") -> Tensor:
     return rate.log()
 
 
-def build_readout(kind: str, in_shape: Tuple[int, int, int], n_neurons: int, *, init_noise: float = 1e-3,
-                  readout_l1: float = 0.0, fc_dropout: float = 0.0, fc_l2: float = 0.0,
-                  fm_mask: str = FM_MASKS[0], fm_sigma: float = 3.0, gr_init: str = "rf",
+def build_readout(kind: str, in_shape: Tuple[int, int, int], n_neurons: int, options: dict,
                   image_size: int = 32) -> nn.Module:
-    """Build an FR / FC / FM / GR head for a feature map of shape ``in_shape`` (C,H,W) and ``n_neurons`` outputs
-    (the arguments are the model options of :data:`daenr_fast.models.registry.MODEL_OPTIONS`; module docstring)."""
+    """Build an FR / FC / FM / GR head for a feature map of shape ``in_shape`` (C,H,W) and ``n_neurons`` outputs.
+
+    ``options`` holds (at least) the readout entries of :data:`daenr_fast.models.registry.MODEL_OPTIONS`
+    (``init_noise``, ``readout_l1``, ``fc_dropout``, ``fc_l2``, ``fm_mask``, ``fm_sigma``, ``gr_init``; their
+    defaults are written there only); see the module docstring for what each head does with them.
+    """
     if kind == "fr":
-        return dnn.FactorizedReadout(in_shape=tuple(in_shape), outdims=n_neurons, bias=True, init_noise=init_noise,
-                                     spatial_and_feature_reg_weight=readout_l1)
+        return dnn.FactorizedReadout(in_shape=tuple(in_shape), outdims=n_neurons, bias=True,
+                                     init_noise=options["init_noise"],
+                                     spatial_and_feature_reg_weight=options["readout_l1"])
     if kind == "fc":
-        return FullyConnectedReadout(in_shape, n_neurons, init_noise=init_noise, dropout=fc_dropout, l1_weight=0.0,
-                                     l2_weight=fc_l2)
+        return FullyConnectedReadout(in_shape, n_neurons, init_noise=options["init_noise"],
+                                     dropout=options["fc_dropout"], l1_weight=0.0, l2_weight=options["fc_l2"])
     if kind == "fm":
-        if fm_mask not in FM_MASKS:
-            raise ValueError(f"unknown fixed mask {fm_mask!r} (fm_mask); valid: {', '.join(FM_MASKS)}")
-        return FixedMaskReadout(in_shape, n_neurons, sigma=fm_sigma, image_size=image_size, init_noise=init_noise,
-                                method=fm_mask, l1_weight=readout_l1)
+        if options["fm_mask"] not in FM_MASKS:
+            raise ValueError(f"unknown fixed mask {options['fm_mask']!r} (fm_mask); valid: {', '.join(FM_MASKS)}")
+        return FixedMaskReadout(in_shape, n_neurons, sigma=options["fm_sigma"], image_size=image_size,
+                                init_noise=options["init_noise"], method=options["fm_mask"],
+                                l1_weight=options["readout_l1"])
     if kind == "gr":
-        return GaussianReadout(in_shape, n_neurons, init=gr_init, l1_weight=readout_l1, image_size=image_size)
+        return GaussianReadout(in_shape, n_neurons, init=options["gr_init"], l1_weight=options["readout_l1"],
+                               image_size=image_size)
     raise ValueError(f"unknown readout {kind!r}; valid: {', '.join(ALL_READOUTS)}")
 
 

@@ -22,8 +22,9 @@ from torch import nn
 from daenr_fast.models.cae import CAE
 from daenr_fast.models.encoder import Encoder, check_layer, feature_shape
 from daenr_fast.models.joint import DAENR, AutoencoderBaseline, CNNBaseline
-from daenr_fast.models.gaussian_head import GR_INITS, check_gr_init
+from daenr_fast.models.gaussian_head import check_gr_init
 from daenr_fast.models.readouts import EXTRA_READOUTS, FM_MASKS, READOUTS, build_readout
+from daenr_fast.nn.fixed_mask_readout import ENVELOPE_PEAK
 from daenr_fast.models.vae import VAE
 from daenr_fast.models.vqvae import VQVAE
 
@@ -42,6 +43,8 @@ MODEL_NAMES = JOINT_MODELS + BASELINES + EXTRA_MODELS
 #: default L1 weight of the FR / FM / GR penalties, chosen on validation splits (see
 #: :data:`daenr_fast.experiments.protocol.SILENT_CHOICES`, "readout regularisation")
 READOUT_L1 = 0.01
+#: default GR initialisation, chosen on validation splits (SILENT_CHOICES, "Gaussian readout")
+GR_INIT = "rf"
 
 #: options :func:`build_model` accepts besides name, layer and n_neurons, with their defaults
 MODEL_OPTIONS = {
@@ -52,14 +55,14 @@ MODEL_OPTIONS = {
     "commitment": 0.25,      # VQ-VAE commitment weight
     "vq_ema": True,          # EMA codebook updates
     "vq_decay": 0.99,        # EMA decay
-    "init_noise": 1e-3,      # std of the initial readout weights
     "vq_restarts": False,    # restart dead VQ codes from batch vectors (van den Oord et al.: no)
+    "init_noise": 1e-3,      # std of the initial readout weights
     "readout_l1": READOUT_L1,  # L1 weight of the FR (mask x features), FM and GR (features) penalties
     "fc_dropout": 0.5,       # FC dropout on the flattened features (McIntosh et al. 2016 as Klindt et al. 2017 ran it)
     "fc_l2": 0.01,           # FC L2 weight, penalty fc_l2 * 1/2 sum W^2 (same source)
-    "fm_mask": FM_MASKS[1],  # "envelope-peak" (Klindt et al. 2017) or "ridge-gaussian"
+    "fm_mask": ENVELOPE_PEAK,  # fixed mask at the STA-envelope peak (Klindt et al. 2017), or "ridge-gaussian"
     "fm_sigma": 3.0,         # FM Gaussian mask std, image pixels ("ridge-gaussian" only)
-    "gr_init": GR_INITS[0],  # GR initial positions: "rf" (fitted RF centres) or "random" (neuralpredictors)
+    "gr_init": GR_INIT,      # GR initial positions: "rf" (fitted RF centres) or "random" (neuralpredictors)
 }
 
 
@@ -150,6 +153,4 @@ def _readout_with_own_stream(kind: str, in_shape, n_neurons: int, opts: dict) ->
     seed = torch.initial_seed() + 7919
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed % 2**63)
-        return build_readout(kind, in_shape, n_neurons, init_noise=opts["init_noise"],
-                             readout_l1=opts["readout_l1"], fc_dropout=opts["fc_dropout"], fc_l2=opts["fc_l2"],
-                             fm_mask=opts["fm_mask"], fm_sigma=opts["fm_sigma"], gr_init=opts["gr_init"])
+        return build_readout(kind, in_shape, n_neurons, opts)

@@ -22,7 +22,8 @@ from daenr_fast.nn import _args
 from daenr_fast.ops.factorized_readout import factorized_readout
 
 
-METHODS = ("ridge-gaussian", "envelope-peak")
+RIDGE_GAUSSIAN, ENVELOPE_PEAK = "ridge-gaussian", "envelope-peak"
+METHODS = (RIDGE_GAUSSIAN, ENVELOPE_PEAK)
 
 
 def _positive(name: str, value) -> float:
@@ -87,7 +88,7 @@ class FixedMaskReadout(nn.Module):
     """
 
     def __init__(self, in_shape: Tuple[int, int, int], outdims: int, sigma: float = 3.0, image_size: int = 32,
-                 init_noise: float = 1e-3, method: str = METHODS[0], l1_weight: float = 1.0):
+                 init_noise: float = 1e-3, method: str = RIDGE_GAUSSIAN, l1_weight: float = 1.0):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"unknown fixed-mask method {method!r}; valid: {', '.join(METHODS)}")
@@ -121,7 +122,7 @@ class FixedMaskReadout(nn.Module):
             raise ValueError("centers must be finite (RF centres in image pixels)")
         with torch.no_grad():
             self.centers.copy_(centers)
-            if self.method == "envelope-peak":
+            if self.method == ENVELOPE_PEAK:
                 self.mask.copy_(peak_masks(centers, self.in_shape[1], self.image_size))
             else:
                 self.mask.copy_(gaussian_masks(centers, self.in_shape[1], self.image_size, self.sigma))
@@ -140,7 +141,7 @@ class FixedMaskReadout(nn.Module):
                              f"match images, got {got}")
         from daenr_fast.models.receptive_fields import envelope_peak_centers, estimate_rf_centers
 
-        estimate = envelope_peak_centers if self.method == "envelope-peak" else estimate_rf_centers
+        estimate = envelope_peak_centers if self.method == ENVELOPE_PEAK else estimate_rf_centers
         centers = estimate(images.cpu(), responses.cpu())
         self.set_centers(centers.to(self.mask.device))
         return centers

@@ -109,4 +109,4 @@ def test_bad_baseline_options_are_named(options, match):
 
 def test_unknown_readout_lists_the_valid_ones():
     with pytest.raises(ValueError, match="unknown readout 'sxf'; valid: fr, fc, fm, gr"):
-        build_readout("sxf", (48, 16, 16), 3)
+        build_readout("sxf", (48, 16, 16), 3, MODEL_OPTIONS)
