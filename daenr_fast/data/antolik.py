@@ -8,7 +8,10 @@ A region folder (``region1``, ``region2`` or ``region3``) holds::
     raw_validation_set.npy   (R, T, n)           responses to every repeat of the test images
 
 The files called "validation" are the test set; the validation split is taken from the training set later
-(:func:`daenr_fast.data.prepare`). A file that cannot be read (empty, truncated, not a ``.npy``, pickled objects)
+(:func:`daenr_fast.data.prepare`). A folder without ``training_inputs.npy`` (the public copies lack the training
+images) loads as a *test-only* dataset, with a warning naming the missing file: it can be evaluated (``daenr
+evaluate RUN --data antolik:PATH``) and its statistics computed (``training_set.npy``, if present, is kept for the
+response statistics), but not trained on. A file that cannot be read (empty, truncated, not a ``.npy``, pickled objects)
 and every rule of :func:`daenr_fast.data.validate` (finite, fits in float32, shapes) is a
 :class:`~daenr_fast.data.DataError` naming the file and the key.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -54,9 +58,12 @@ def load_antolik(region_dir) -> NeuralDataset:
         raise MissingDataFile(f"{region_dir}: no such folder (expected an Antolik region folder with "
                               f"{', '.join(FILES.values())})")
     arrays, sources = {}, {}
+    test_only = not os.path.isfile(os.path.join(region_dir, FILES["train_images"]))
     for key, filename in FILES.items():
         path = os.path.join(region_dir, filename)
         sources[key] = path
+        if test_only and key.startswith("train") and not os.path.isfile(path):
+            continue
         if not os.path.isfile(path):
             raise MissingDataFile(f"{path} [{key}]: missing file (an Antolik region folder holds "
                                   f"{', '.join(FILES.values())})")
@@ -72,5 +79,10 @@ def load_antolik(region_dir) -> NeuralDataset:
         if key.endswith("images"):
             arrays[key] = _unflatten(np.asarray(arrays[key]), path, key)
     name = os.path.basename(os.path.normpath(region_dir))
-    return NeuralDataset(**arrays, meta={"source": "antolik2016", "path": os.path.abspath(region_dir)},
-                         name=name, sources=sources)
+    meta = {"source": "antolik2016", "path": os.path.abspath(region_dir)}
+    if test_only:
+        meta["missing"] = [FILES["train_images"]]
+        warnings.warn(f"{sources['train_images']} [train_images]: missing file: loaded the test split only "
+                      f"({FILES['test_images']}, {FILES['test_responses']}), for evaluation and statistics; "
+                      "training needs the training images", UserWarning, stacklevel=2)
+    return NeuralDataset(**arrays, meta=meta, name=name, sources=sources, test_only=test_only)

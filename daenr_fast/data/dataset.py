@@ -11,7 +11,8 @@ Shapes (``N`` training images, ``V`` validation images, ``T`` test images, ``R``
 Arrays are stored as float32, so every value must be finite both as read and once converted to float32 (a
 float64 1e39 is refused, not turned into inf). Any violation raises :class:`DataError` (a ``ValueError``) naming
 the file, the key and what was expected. Negative responses are valid data (e.g. dF/F) but not valid Poisson
-targets: they only warn.
+targets: they only warn. A *test-only* dataset (``test_only=True``, for evaluation) has no training or validation
+images; its ``train_responses`` are optional and serve response statistics only.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class MissingDataFile(FileNotFoundError, ValueError):
 IMAGE_KEYS = ("train_images", "val_images", "test_images")
 RESPONSE_KEYS = ("train_responses", "val_responses", "test_responses")
 REQUIRED_KEYS = ("train_images", "train_responses", "test_images", "test_responses")
+#: What a test-only dataset (evaluation only, e.g. an Antolik folder without training images) must have.
+TEST_ONLY_KEYS = ("test_images", "test_responses")
 IN_MEMORY = "<in-memory dataset>"
 STORAGE_DTYPE = np.float32
 
@@ -70,18 +73,24 @@ def _check_array(value, key: str, origin: str, ndim: int, layout: str) -> np.nda
     return arr
 
 
-def validate(arrays: dict, sources: dict | None = None) -> None:
+def validate(arrays: dict, sources: dict | None = None, test_only: bool = False) -> None:
     """Check a dataset's arrays; raise :class:`DataError` at the first problem.
 
     Args:
         arrays: key -> array for the keys in the module docstring (optional ones may be missing or None).
         sources: key -> file the array came from (for the message); default ``"<in-memory dataset>"``.
+        test_only: a dataset for evaluation only: no training or validation images; ``train_responses`` may
+            still be given (response statistics), without images to pair them with.
     """
     sources = sources or {}
     where = lambda key: sources.get(key, IN_MEMORY)  # noqa: E731
-    for key in REQUIRED_KEYS:
+    for key in TEST_ONLY_KEYS if test_only else REQUIRED_KEYS:
         if arrays.get(key) is None:
             raise fail(where(key), key, "this required array", "nothing (missing)")
+    if test_only:
+        for key in ("train_images", "val_images", "val_responses"):
+            if arrays.get(key) is not None:
+                raise fail(where(key), key, "no such array in a test-only dataset", "an array")
     if (arrays.get("val_images") is None) != (arrays.get("val_responses") is None):
         have = "val_images" if arrays.get("val_images") is not None else "val_responses"
         other = "val_responses" if have == "val_images" else "val_images"
@@ -95,15 +104,19 @@ def validate(arrays: dict, sources: dict | None = None) -> None:
     for key, (ndim, layout) in layouts.items():
         if arrays.get(key) is not None:
             arr[key] = _check_array(arrays[key], key, where(key), ndim, layout)
-    n_neurons = arr["train_responses"].shape[1]
+    first = "test_responses" if test_only else "train_responses"
+    n_neurons = arr[first].shape[-1]
     if n_neurons == 0:
-        raise fail(where("train_responses"), "train_responses", "at least one neuron", "0 neurons")
+        raise fail(where(first), first, "at least one neuron", "0 neurons")
     for split, img_key, resp_key, axis in (
         ("train", "train_images", "train_responses", 0),
         ("val", "val_images", "val_responses", 0),
         ("test", "test_images", "test_responses", 1),
     ):
         if img_key not in arr:
+            if resp_key in arr and arr[resp_key].shape[-1] != n_neurons:
+                raise fail(where(resp_key), resp_key, f"{n_neurons} neurons as in '{first}'",
+                           f"{arr[resp_key].shape[-1]} (shape {arr[resp_key].shape})")
             continue
         images, responses = arr[img_key], arr[resp_key]
         if len(images) == 0:
@@ -114,8 +127,8 @@ def validate(arrays: dict, sources: dict | None = None) -> None:
                        f"{responses.shape[axis]} rows (shape {responses.shape})")
         if responses.shape[-1] != n_neurons:
             raise fail(where(resp_key), resp_key,
-                       f"{n_neurons} neurons as in 'train_responses'", f"{responses.shape[-1]} (shape {responses.shape})")
-        if images.shape[1:] != arr["train_images"].shape[1:]:
+                       f"{n_neurons} neurons as in '{first}'", f"{responses.shape[-1]} (shape {responses.shape})")
+        if "train_images" in arr and images.shape[1:] != arr["train_images"].shape[1:]:
             raise fail(where(img_key), img_key, f"images of size {arr['train_images'].shape[1:]} as in 'train_images'",
                        f"{images.shape[1:]}")
     if arr["test_responses"].shape[0] == 0:
@@ -147,12 +160,15 @@ class NeuralDataset:
             the other receptive-field parameters; None for recordings.
         name: short label (e.g. ``"sim-region3"``).
         sources: key -> file the array came from, used in error messages (see :meth:`origin`).
+        test_only: a dataset for evaluation only (see :func:`validate`): ``train_images`` is None (e.g. an
+            Antolik folder without ``training_inputs.npy``); :func:`daenr_fast.data.prepare` gives its test split
+            and refuses to give training data.
     """
 
-    train_images: np.ndarray
-    train_responses: np.ndarray
-    test_images: np.ndarray
-    test_responses: np.ndarray
+    train_images: np.ndarray | None = None
+    train_responses: np.ndarray | None = None
+    test_images: np.ndarray | None = None
+    test_responses: np.ndarray | None = None
     val_images: np.ndarray | None = None
     val_responses: np.ndarray | None = None
     neuron_ids: np.ndarray | None = None
@@ -160,10 +176,11 @@ class NeuralDataset:
     ground_truth: dict | None = None
     name: str = "dataset"
     sources: dict | None = field(default=None, repr=False, compare=False)
+    test_only: bool = False
 
     def __post_init__(self):
         self.sources = dict(self.sources or {})
-        validate(self.arrays(), self.sources)
+        validate(self.arrays(), self.sources, test_only=self.test_only)
         for key in IMAGE_KEYS + RESPONSE_KEYS:
             value = getattr(self, key)
             if value is not None:
@@ -185,7 +202,7 @@ class NeuralDataset:
 
     @property
     def n_neurons(self) -> int:
-        return int(self.train_responses.shape[1])
+        return int(self.test_responses.shape[-1])
 
     @property
     def n_repeats(self) -> int:
@@ -193,10 +210,11 @@ class NeuralDataset:
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        return tuple(self.train_images.shape[1:])
+        return tuple(self.test_images.shape[1:])
 
     def __repr__(self) -> str:
         val = f", val={len(self.val_images)}" if self.val_images is not None else ""
         gt = ", ground_truth" if self.ground_truth else ""
-        return (f"NeuralDataset({self.name!r}: {self.n_neurons} neurons, train={len(self.train_images)}{val}, "
+        train = "none (test only)" if self.test_only else str(len(self.train_images))
+        return (f"NeuralDataset({self.name!r}: {self.n_neurons} neurons, train={train}{val}, "
                 f"test={len(self.test_images)}x{self.n_repeats} repeats, images {self.image_shape}{gt})")

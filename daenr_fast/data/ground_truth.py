@@ -49,7 +49,7 @@ from .neurons import Population, gaussianize, raw_drive, rates
 #: Side of the model images the neurons are defined on (the default of :func:`daenr_fast.data.prepare`).
 MODEL_SIZE = 32
 #: Changes whenever the same ``(region, seed)`` gives different rates.
-SIMULATOR_VERSION = 2
+SIMULATOR_VERSION = 3
 #: File name of a saved ground truth inside a run folder (read first by :meth:`GroundTruth.from_run`).
 RUN_FILENAME = "ground_truth.npz"
 
@@ -98,11 +98,12 @@ class GroundTruth:
         return self.population.n
 
     @classmethod
-    def fit(cls, population: Population, train_images: np.ndarray, intensity_range, spec: str) -> "GroundTruth":
-        """The ground truth of ``population`` with the rate transform referenced to ``train_images``
-        ((M, 32, 32) model images, M >= 2)."""
-        x = _as_images(train_images, MODEL_SIZE)
-        reference = np.sort(raw_drive(population, x), axis=0)
+    def fit(cls, population: Population, train_drive: np.ndarray, intensity_range, spec: str) -> "GroundTruth":
+        """The ground truth of ``population`` with the rate transform referenced to the raw drives
+        ``train_drive`` (M, n) of its M >= 2 training model images (:meth:`drive`)."""
+        reference = np.sort(np.asarray(train_drive, dtype=np.float64), axis=0)
+        if reference.ndim != 2 or reference.shape[1] != population.n or reference.shape[0] < 2:
+            raise ValueError(f"train_drive: expected (M >= 2, {population.n}) drives, got shape {reference.shape}")
         lo, hi = (float(v) for v in intensity_range)
         return cls(population=population, reference=reference, intensity_range=(lo, hi), spec=str(spec),
                    neurons=np.arange(population.n))
@@ -120,7 +121,11 @@ class GroundTruth:
         Returns:
             (N, n) float64, all > 0; deterministic.
         """
-        return rates(gaussianize(self.drive(images), self.reference), self.population)
+        return self.transform(self.drive(images))
+
+    def transform(self, drive: np.ndarray) -> np.ndarray:
+        """The rate transform: (N, n) raw drives -> (N, n) rates (module docstring)."""
+        return rates(gaussianize(drive, self.reference), self.population)
 
     def model_images(self, stimuli) -> np.ndarray:
         """Raw stimuli (N, 31, 31) as the models see them: (N, 32, 32) float32, exactly as
@@ -136,10 +141,8 @@ class GroundTruth:
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
         if idx.size == 0 or idx.min() < -self.n_neurons or idx.max() >= self.n_neurons:
             raise ValueError(f"index: expected 1 or more neuron positions in [0, {self.n_neurons}), got {idx.tolist()}")
-        pop = dataclasses.replace(self.population, **{
-            f.name: getattr(self.population, f.name)[idx]
-            for f in dataclasses.fields(self.population) if f.name != "size"})
-        return dataclasses.replace(self, population=pop, reference=self.reference[:, idx], neurons=self.neurons[idx])
+        return dataclasses.replace(self, population=self.population.select(idx), reference=self.reference[:, idx],
+                                   neurons=self.neurons[idx])
 
     # ---- persistence -------------------------------------------------------------------------------------------
     def save(self, path) -> str:
@@ -221,12 +224,12 @@ def ground_truth_for(spec) -> GroundTruth | None:
 
     parsed = parse_sim(spec)
     if parsed is not None:
-        return simulated_truth(*parsed)[1]
+        return simulated_truth(*parsed).truth
     dataset = load(spec)
     meta = dataset.meta
     if meta.get("source") != "simulated" or "region" not in meta or "seed" not in meta:
         return None
-    truth = simulated_truth(int(meta["region"]), int(meta["seed"]))[1]
+    truth = simulated_truth(int(meta["region"]), int(meta["seed"])).truth
     if meta.get("neuron_subset") is not None:
         truth = truth.subset(meta["neuron_subset"])
     stored = (dataset.ground_truth or {}).get("test_rates")

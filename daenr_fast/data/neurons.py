@@ -8,14 +8,23 @@ phase ``phi_i`` and aspect ratio ``gamma_i``::
 
 made zero-mean (a neuron sees contrast, not luminance) and unit-norm. The linear drive is ``L_i(x) = <g_i, x>``;
 the quadrature partner uses ``phi + pi/2``. A simple cell's drive is ``L_i``, a complex cell's is the energy
-``sqrt(L_even^2 + L_odd^2)``. The filters can be sampled on any grid covering the stimulus field (the simulator
+``sqrt(L_even^2 + L_odd^2)``.
+
+End-stopped cells (``norm_sigma_i`` finite) divide that drive by the energy in their two end zones: the same
+quadrature pair (orientation, wavelength, envelope) centred at ``c_i +- surround_i sigma_i e_i``, with ``e_i`` the
+unit vector along the preferred orientation (along the bars)::
+
+    S_i(x) = (E_i(x; c_i + d_i) + E_i(x; c_i - d_i)) / 2,     D_i = drive_i / (norm_sigma_i + S_i(x))
+
+so a bar or edge that extends beyond the RF suppresses the response (end-stopping, iso-orientation surround
+suppression), and the response saturates with contrast when ``norm_sigma_i`` is small against ``S_i``. The filters can be sampled on any grid covering the stimulus field (the simulator
 applies them to the 32 x 32 preprocessed images the models see). Drives are mapped to normal scores through their
 quantiles over a reference stimulus set (:func:`gaussianize`), then pass through the rate nonlinearity of
 :func:`rates`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -33,8 +42,11 @@ class Population:
         aspect: (n,) envelope aspect ratio gamma.
         complex_cell: (n,) bool, True for an energy-model complex cell.
         mean_rate: (n,) target mean spike count per stimulus.
-        slope: (n,) gain of the standardised drive inside the nonlinearity (see :func:`calibrate_slopes`).
+        slope: (n,) gain of the standardised drive inside the nonlinearity (see :func:`slopes_for_oracle`).
         size: stimulus side ``S`` in pixels.
+        norm_sigma: (n,) semi-saturation constant of the end-stopping suppression (drive units); ``inf`` for a
+            cell without it.
+        surround: (n,) distance of the end zones from the RF centre in units of ``sigma``.
     """
 
     centers: np.ndarray
@@ -47,15 +59,27 @@ class Population:
     mean_rate: np.ndarray
     slope: np.ndarray
     size: int
+    norm_sigma: np.ndarray
+    surround: np.ndarray
 
     @property
     def n(self) -> int:
         return len(self.orientation)
 
+    def select(self, index) -> "Population":
+        """The neurons ``index`` (indices or a boolean mask) as a new population."""
+        return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "size"})
+
+    @property
+    def end_stopped(self) -> np.ndarray:
+        """(n,) bool, True for an end-stopped cell."""
+        return np.isfinite(self.norm_sigma)
+
     @property
     def cell_types(self) -> np.ndarray:
-        """(n,) strings ``"simple"`` / ``"complex"``."""
-        return np.where(self.complex_cell, "complex", "simple")
+        """(n,) strings ``"simple"``, ``"complex"``, ``"simple-end-stopped"``, ``"complex-end-stopped"``."""
+        base = np.where(self.complex_cell, "complex", "simple").astype(object)
+        return np.where(self.end_stopped, base + "-end-stopped", base).astype(str)
 
 
 def _rotated_envelope(pop: Population, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +129,40 @@ def envelopes(pop: Population, size: int) -> np.ndarray:
     return (env / env.max(axis=(1, 2), keepdims=True)).astype(np.float32)
 
 
+def _end_zone_centres(pop: Population) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 2) centres of each neuron's two end zones, ``c_i +- surround_i sigma_i e_i`` (module docstring)."""
+    along = np.stack([np.cos(pop.orientation), -np.sin(pop.orientation)], axis=1)
+    offset = (pop.surround * pop.sigma)[:, None] * along
+    return pop.centers + offset, pop.centers - offset
+
+
+def drive_components(pop: Population, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two parts of :func:`raw_drive`, from one product of the images with every filter involved.
+
+    Args:
+        images: (N, G, G) images on any square grid covering the stimulus field (the filters are sampled on it).
+
+    Returns:
+        ``(drive, end)``: (N, n) float64 Gabor drives ``L_i`` (simple) or energies (complex) before any
+        suppression, and (N, k) end-zone energies ``S_i`` of the k end-stopped cells (in population order).
+    """
+    size = images.shape[-1]
+    x = images.reshape(len(images), -1).astype(np.float64)
+    stopped = pop.select(pop.end_stopped)
+    pops = [pop] + ([replace(stopped, centers=c) for c in _end_zone_centres(stopped)] if stopped.n else [])
+    bank = np.concatenate([gabor_filters(p, shift, size).reshape(p.n, -1) for p in pops for shift in (0.0, np.pi / 2)])
+    linear = x @ bank.T
+    n, k = pop.n, stopped.n
+    even, odd = linear[:, :n], linear[:, n:2 * n]
+    drive = np.where(pop.complex_cell[None, :], np.sqrt(even**2 + odd**2), even)
+    ends = linear[:, 2 * n:].reshape(len(x), 2, 2, k)  # (N, zone, even/odd, k)
+    end = np.sqrt((ends**2).sum(axis=2)).mean(axis=1)
+    return drive, end
+
+
 def raw_drive(pop: Population, images: np.ndarray) -> np.ndarray:
-    """Unstandardised drive: ``L_i`` for simple cells, ``sqrt(L_even^2 + L_odd^2)`` for complex cells.
+    """Unstandardised drive: ``L_i`` for simple cells, ``sqrt(L_even^2 + L_odd^2)`` for complex cells, divided
+    by ``norm_sigma_i + S_i`` for end-stopped cells (module docstring).
 
     Args:
         images: (N, G, G) images on any square grid covering the stimulus field (the filters are sampled on it).
@@ -114,12 +170,10 @@ def raw_drive(pop: Population, images: np.ndarray) -> np.ndarray:
     Returns:
         (N, n) float64.
     """
-    size = images.shape[-1]
-    x = images.reshape(len(images), -1).astype(np.float64)
-    even = x @ gabor_filters(pop, size=size).reshape(pop.n, -1).T
-    odd = x @ gabor_filters(pop, np.pi / 2, size=size).reshape(pop.n, -1).T
-    energy = np.sqrt(even**2 + odd**2)
-    return np.where(pop.complex_cell[None, :], energy, even)
+    drive, end = drive_components(pop, images)
+    stopped = pop.end_stopped
+    drive[:, stopped] /= pop.norm_sigma[stopped] + end
+    return drive
 
 
 #: Fraction of the reference drives at each end whose quantiles set the slope of the linear extrapolation.

@@ -6,6 +6,10 @@
 * Intensities: ``x' = clip(2 (x - lo) / (hi - lo) - 1, -1, 1)`` with ``lo``, ``hi`` the minimum and maximum of the
   resized *training* images (before the validation split), so validation and test use the training mapping.
 * Validation split: a seeded random ``val_fraction`` of the training images, unless the dataset has its own.
+* Test-only datasets (no training images, e.g. an Antolik folder without ``training_inputs.npy``): ``lo``, ``hi``
+  are the test images' own range (for the Antolik files the 8-bit display range, which the test images span),
+  the training and validation splits are empty, and asking for them (:meth:`Splits.tensors`, as training does)
+  raises a :class:`~daenr_fast.data.DataError` naming the missing file.
 * Degenerate results raise a :class:`~daenr_fast.data.DataError` naming the file and key, before any training:
   images of a split that are one constant value, or not finite, after preprocessing (:func:`prepare`), and
   training or test responses that are one constant value (:meth:`Splits.check_responses`, which the trainer
@@ -70,6 +74,7 @@ class Splits:
         intensity_range: (lo, hi), the training-image intensities mapped to -1 and 1.
         name, meta: from the dataset.
         sources: key -> file each array came from (for error messages), from the dataset.
+        test_only: from a test-only dataset: no training or validation data (module docstring).
     """
 
     train: ResponseDataset
@@ -84,6 +89,7 @@ class Splits:
     name: str = "dataset"
     meta: dict = field(default_factory=dict)
     sources: dict = field(default_factory=dict)
+    test_only: bool = False
 
     @property
     def n_neurons(self) -> int:
@@ -97,6 +103,10 @@ class Splits:
         """(images (N, 1, S, S), responses (N, n)) of ``split`` ("train", "val" or "test", trial-averaged)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if self.test_only and split != "test":
+            raise fail(self.sources.get("train_images", IN_MEMORY), "train_images", f"training images (for the "
+                       f"{split} split)", "nothing (missing file): this dataset has the test split only; it can be "
+                       "evaluated (daenr evaluate RUN --data SPEC), not trained on")
         data = getattr(self, split)
         return data.images, data.responses
 
@@ -141,6 +151,8 @@ def prepare(dataset: NeuralDataset, val_fraction: float = 0.2, seed: int = 0, si
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if int(size) < 2:
         raise ValueError(f"size must be >= 2, got {size!r}")
+    if dataset.test_only:
+        return _prepare_test_only(dataset, size)
     train_x = resize(dataset.train_images, size)
     lo, hi = float(train_x.min()), float(train_x.max())
     if not hi > lo:
@@ -181,3 +193,22 @@ def prepare(dataset: NeuralDataset, val_fraction: float = 0.2, seed: int = 0, si
     return Splits(train=train, val=val, test=test, test_trials=test_trials, test_mean=test_mean, ground_truth=gt,
                   train_index=train_index, val_index=val_index, intensity_range=(lo, hi), name=dataset.name,
                   meta=dict(dataset.meta), sources=dict(dataset.sources))
+
+
+def _prepare_test_only(dataset: NeuralDataset, size: int) -> Splits:
+    """:class:`Splits` of a test-only dataset (module docstring)."""
+    test_x = resize(dataset.test_images, size)
+    lo, hi = float(test_x.min()), float(test_x.max())
+    if not hi > lo:
+        raise fail(dataset.origin("test_images"), "test_images", "images that are not all one value",
+                   f"every pixel = {lo:g} (cannot map intensities to [-1, 1])")
+    test_trials = torch.as_tensor(dataset.test_responses)
+    test_mean = test_trials.mean(dim=0)
+    test = ResponseDataset(to_unit_range(test_x, lo, hi), test_mean)
+    _check_images(test.images, "test_images", dataset.origin("test_images"), lo, hi)
+    n = dataset.n_neurons
+    empty = ResponseDataset(torch.empty(0, 1, size, size), torch.empty(0, n))
+    gt = dict(dataset.ground_truth) if dataset.ground_truth else None
+    return Splits(train=empty, val=empty, test=test, test_trials=test_trials, test_mean=test_mean, ground_truth=gt,
+                  train_index=np.arange(0), val_index=None, intensity_range=(lo, hi), name=dataset.name,
+                  meta=dict(dataset.meta), sources=dict(dataset.sources), test_only=True)

@@ -1,4 +1,4 @@
-"""Per-region response statistics (:func:`stats`) and their table (:func:`format_stats`).
+"""Per-region response and image statistics (:func:`stats`) and their table (:func:`format_stats`).
 
 * ``mean_response``: mean single-trial response over all training images and neurons.
 * ``frac_zeros``: fraction of single-trial training responses that are exactly 0.
@@ -8,7 +8,11 @@
   repeats and test images, between a single trial and the mean of the other ``R - 1`` trials of that image.
   NaN when there is a single repeat.
 
-Neurons whose statistic is undefined (a silent neuron, a constant response) are left out of the medians.
+* ``rms_contrast``, ``spectrum_slope``, ``intensity_mean``, ``intensity_std``: statistics of the test images
+  (:mod:`.image_stats`; the test images are what every source has, also a test-only Antolik folder).
+
+Neurons whose statistic is undefined (a silent neuron, a constant response) are left out of the medians. A
+dataset without training responses has NaN training statistics.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import numpy as np
 from daenr_fast.metrics import oracle_correlation
 
 from .dataset import NeuralDataset
+from .image_stats import IMAGE_STAT_KEYS, image_stats
 
 #: Keys of :func:`stats` that are compared with calibration targets, with their column titles.
 STAT_COLUMNS = {
@@ -24,7 +29,13 @@ STAT_COLUMNS = {
     "frac_zeros": "zeros",
     "lifetime_sparseness": "sparseness",
     "oracle_correlation": "oracle r",
+    "rms_contrast": "contrast",
+    "spectrum_slope": "slope",
+    "intensity_mean": "I mean",
+    "intensity_std": "I std",
 }
+#: Statistics compared with their targets by difference (the others by relative deviation).
+ABSOLUTE_KEYS = ("spectrum_slope",)
 
 
 def lifetime_sparseness(responses: np.ndarray) -> np.ndarray:
@@ -60,20 +71,33 @@ def stats(dataset: NeuralDataset) -> dict:
 
     Returns:
         dict with ``name``, ``n_neurons``, ``n_train``, ``n_test``, ``n_repeats``, ``mean_response``,
-        ``frac_zeros``, ``lifetime_sparseness``, ``oracle_correlation`` (floats).
+        ``frac_zeros``, ``lifetime_sparseness``, ``oracle_correlation``, ``rms_contrast``, ``spectrum_slope``,
+        ``intensity_mean``, ``intensity_std`` (floats) and ``intensity_quantiles`` (list).
     """
     train = dataset.train_responses
+    nan = float("nan")
+    has_train = train is not None and train.size > 0
+    images = image_stats(dataset.test_images)
     return {
         "name": dataset.name,
         "n_neurons": dataset.n_neurons,
-        "n_train": int(len(dataset.train_images)),
+        "n_train": int(len(train)) if train is not None else 0,
         "n_test": int(len(dataset.test_images)),
         "n_repeats": dataset.n_repeats,
-        "mean_response": float(train.mean(dtype=np.float64)),
-        "frac_zeros": float((train == 0).mean()),
-        "lifetime_sparseness": _median(lifetime_sparseness(train)),
+        "mean_response": float(train.mean(dtype=np.float64)) if has_train else nan,
+        "frac_zeros": float((train == 0).mean()) if has_train else nan,
+        "lifetime_sparseness": _median(lifetime_sparseness(train)) if has_train else nan,
         "oracle_correlation": _median(_oracle(dataset.test_responses)),
+        **{key: images[key] for key in IMAGE_STAT_KEYS},
+        "intensity_quantiles": images["intensity_quantiles"],
     }
+
+
+def _versus(value: float, target: float, key: str) -> str:
+    """``"target (deviation)"``: the difference for :data:`ABSOLUTE_KEYS`, else the relative deviation."""
+    if key in ABSOLUTE_KEYS:
+        return f"{target:.2f} ({value - target:+.2f})"
+    return f"{target:.2f} ({(value - target) / target:+.0%})"
 
 
 def format_stats(rows: list[dict], targets: list[dict | None] | None = None) -> str:
@@ -82,7 +106,8 @@ def format_stats(rows: list[dict], targets: list[dict | None] | None = None) -> 
     Args:
         rows: results of :func:`stats`.
         targets: optional, per row, a dict of target values (keys of ``STAT_COLUMNS``) printed on a line
-            below the row, with the relative deviation of each statistic.
+            below the row, with the relative deviation of each statistic (the difference for the spectrum
+            slope).
     """
     head = ["dataset", "neurons", "train", "test x rep"] + list(STAT_COLUMNS.values())
     lines = []
@@ -92,10 +117,8 @@ def format_stats(rows: list[dict], targets: list[dict | None] | None = None) -> 
         ] + [f"{row[key]:.3f}" for key in STAT_COLUMNS])
         target = targets[i] if targets else None
         if target:
-            lines.append(["  target", "", "", ""] + [
-                f"{target[k]:.2f} ({(row[k] - target[k]) / target[k]:+.0%})" if k in target else ""
-                for k in STAT_COLUMNS
-            ])
+            lines.append(["  target", "", "", ""] + [_versus(row[k], target[k], k) if k in target else ""
+                                                     for k in STAT_COLUMNS])
     widths = [max(len(r[c]) for r in [head] + lines) for c in range(len(head))]
     fmt = lambda r: "  ".join(  # noqa: E731
         cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))

@@ -48,3 +48,18 @@ def test_missing_npz_exits_2(tmp_path, capsys):
 def test_simulate_rejects_non_npz(tmp_path, capsys):
     assert main(["simulate", "--out", str(tmp_path / "x.txt")]) == 2
     assert ".npz" in capsys.readouterr().err
+
+
+def test_data_stats_on_the_real_test_only_folders(real_dir, capsys):
+    assert main(["data-stats", str(real_dir / "region1"), f"antolik:{real_dir / 'region3'}", "sim:region3"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[-6:] == ["contrast", "slope", "I", "mean", "I", "std"]
+    rows = {line.split()[0]: line.split() for line in lines[2:5]}
+    assert rows["region1"][1:3] == ["103", "1800"] and rows["region3"][1:3] == ["102", "1800"]
+    # contrast, slope, intensity mean and std of the real test images (the region targets, printed to 3 decimals)
+    assert rows["region1"][-4:] == ["0.617", "-2.491", "0.447", "0.296"]
+    assert rows["region3"][-4:] == ["0.531", "-2.314", "0.494", "0.265"]
+    target = lines[5]
+    assert target.split()[0] == "target" and "-2.31 (" in target and "0.53 (" in target
+    assert "region3: no training images (training_inputs.npy missing): test split only" in out

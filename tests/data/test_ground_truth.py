@@ -44,18 +44,23 @@ def test_deterministic_and_vectorised(region2):
 
 def test_rates_extend_monotonically_beyond_the_training_images(region2):
     dataset, truth = region2
+    pop = truth.population
     x = truth.model_images(dataset.test_images[:5])
-    contrasts = np.array([0.0, 0.5, 1.0, 2.0, 4.0])
-    simple = np.flatnonzero(~truth.population.complex_cell)
+    contrasts = np.array([0.0, 0.5, 1.0, 2.0, 4.0, 16.0, 64.0])
     r = np.stack([truth.rates(c * x) for c in contrasts])  # (contrasts, images, neurons)
     assert np.isfinite(r).all() and (r > 0).all()
-    complex_ = truth.population.complex_cell
-    assert (np.diff(r[..., complex_], axis=0) > 0).all()  # energy grows with contrast, so does the rate
-    drive = truth.drive(x)[:, simple]
-    up = drive > 0
-    rs = r[..., simple]
-    assert (np.diff(rs, axis=0)[:, up] > 0).all() and (np.diff(rs, axis=0)[:, ~up] < 0).all()
-    assert rs[-1][up].max() > dataset.ground_truth["train_rates"][:, simple].max()
+    drive = np.stack([truth.drive(c * x) for c in contrasts])
+    simple, stopped = ~pop.complex_cell, pop.end_stopped
+    up = drive[-1] > 0
+    steps = np.diff(r, axis=0)
+    assert (steps[..., pop.complex_cell] > 0).all()  # energy grows with contrast, so does the rate
+    assert (steps[:, up & simple] > 0).all() and (steps[:, ~up & simple] < 0).all()
+    # Gabor and energy drives are homogeneous in contrast; end-stopped drives saturate (D -> E / S)
+    np.testing.assert_allclose(drive[-1][:, ~stopped], 4 * drive[-2][:, ~stopped], rtol=1e-9)
+    ratio = np.abs(drive[-1][:, stopped]) / np.abs(drive[-2][:, stopped])  # 4 (sigma + 16 S) / (sigma + 64 S)
+    assert (ratio < 4).all() and np.median(ratio) < 1.5
+    plain = simple & ~stopped
+    assert r[-1][:, plain].max() > dataset.ground_truth["train_rates"][:, plain].max()  # beyond every training rate
 
 
 def test_gaussianize_interpolates_the_reference_quantiles_and_extrapolates_linearly():
@@ -83,14 +88,14 @@ def test_save_load_subset_and_run_folder(region2, tmp_path):
     np.testing.assert_array_equal(loaded.rates(x), truth.rates(x))
     assert loaded.spec == truth.spec and loaded.intensity_range == truth.intensity_range
     sub = truth.subset([3, 0])
-    np.testing.assert_array_equal(sub.rates(x), truth.rates(x)[:, [3, 0]])
+    np.testing.assert_allclose(sub.rates(x), truth.rates(x)[:, [3, 0]], rtol=1e-12)
     np.testing.assert_array_equal(sub.neurons, [3, 0])
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"model": "cnn-fr", "data": "sim:region2"}))
     np.testing.assert_array_equal(GroundTruth.from_run(run).rates(x), truth.rates(x))
     sub.save(run / "ground_truth.npz")
-    np.testing.assert_array_equal(GroundTruth.from_run(run).rates(x), sub.rates(x))
+    np.testing.assert_allclose(GroundTruth.from_run(run).rates(x), sub.rates(x), rtol=1e-12)
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         GroundTruth.from_run(tmp_path)
     with pytest.raises(ValueError, match="subset|index"):

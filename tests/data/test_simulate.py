@@ -75,9 +75,14 @@ def test_rf_centres_clustered_inside_the_image(sim_regions):
     assert np.linalg.norm(centres[1] - centres[2]) > 2.0
 
 
-def test_both_cell_types_present(sim_regions):
-    types = sim_regions[3].ground_truth["cell_types"]
-    assert set(types) == {"simple", "complex"}
+@pytest.mark.parametrize("region", [1, 2, 3])
+def test_cell_types_present(sim_regions, region):
+    gt = sim_regions[region].ground_truth
+    types = set(gt["cell_types"])
+    stopped = {"simple-end-stopped", "complex-end-stopped"}
+    fraction = REGIONS[region].end_stopped_fraction
+    assert types == (stopped if fraction == 1 else stopped | {"simple", "complex"})
+    assert np.mean(np.isfinite(gt["norm_sigma"])) == pytest.approx(fraction, abs=0.15)
 
 
 @pytest.mark.parametrize("region,seed", [(4, 0), (0, 0), (1, -1), (1, 1.5)])
