@@ -11,14 +11,13 @@ from daenr_fast.models.joint import DAENR, AutoencoderBaseline, CNNBaseline, Mod
 from daenr_fast.models.readouts import (ACTIVATIONS, FixedMaskReadout, FullyConnectedReadout, activate,
                                         inverse_activation)
 from daenr_fast.models.registry import (BASELINES, EXTRA_MODELS, JOINT_MODELS, MODEL_NAMES, MODEL_OPTIONS,
-                                        build_model, display_name, split_name)
+                                        STRONG_BASELINE_OPTIONS, build_model, display_name, split_name)
 from daenr_fast.models.vae import VAE
 from daenr_fast.models.vqvae import VQVAE
 
 __all__ = [
     "ACTIVATIONS", "Autoencoder", "AutoencoderOutput", "AutoencoderBaseline", "BASELINES", "CAE", "CNNBaseline",
     "DAENR", "Decoder", "EXTRA_MODELS", "Encoder", "FixedMaskReadout", "FullyConnectedReadout", "GaussianReadout",
-    "JOINT_MODELS", "MODEL_NAMES",
-    "MODEL_OPTIONS", "ModelOutput", "VAE", "VQVAE", "activate", "build_model", "display_name", "feature_shape",
-    "inverse_activation", "split_name",
+    "JOINT_MODELS", "MODEL_NAMES", "MODEL_OPTIONS", "ModelOutput", "STRONG_BASELINE_OPTIONS", "VAE", "VQVAE",
+    "activate", "build_model", "display_name", "feature_shape", "inverse_activation", "split_name",
 ]

@@ -9,7 +9,8 @@ argument; the paper writes the pair as e.g. CAE-FR2 (:func:`display_name`).
 The defaults of :data:`MODEL_OPTIONS` make the baselines what the paper's citations describe (FR with its L1
 sparsity penalty, FC with dropout and L2 as McIntosh et al. 2016, FM with Klindt et al. 2017's fixed mask at the
 receptive-field envelope peak, VQ-VAE without dead-code restarts); the stronger variants stay selectable through
-the options (``readout_l1=0``, ``fc_dropout=0, fc_l2=0``, ``fm_mask="ridge-gaussian"``, ``vq_restarts=True``).
+the options (``readout_l1=0``, ``fc_dropout=0, fc_l2=0``, ``fm_mask="ridge-gaussian"``, ``vq_restarts=True``), all
+together as :data:`STRONG_BASELINE_OPTIONS`.
 """
 from __future__ import annotations
 
@@ -64,6 +65,12 @@ MODEL_OPTIONS = {
     "fm_sigma": 3.0,         # FM Gaussian mask std, image pixels ("ridge-gaussian" only)
     "gr_init": GR_INIT,      # GR initial positions: "rf" (fitted RF centres) or "random" (neuralpredictors)
 }
+
+
+#: the model options of the stronger baselines this package used before they followed the paper's citations: no
+#: readout penalty, FC without dropout and L2, FM with a Gaussian mask at a ridge-fit RF centre, VQ dead-code restarts
+STRONG_BASELINE_OPTIONS = {"readout_l1": 0.0, "fc_dropout": 0.0, "fc_l2": 0.0, "fm_mask": "ridge-gaussian",
+                           "vq_restarts": True}
 
 
 def split_name(name: str) -> Tuple[Optional[str], Optional[str]]:

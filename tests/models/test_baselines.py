@@ -7,7 +7,7 @@ import torch
 from daenr_fast.models import build_model
 from daenr_fast.models.readouts import build_readout
 from daenr_fast.models.receptive_fields import envelope_peak_centers, sta_envelopes
-from daenr_fast.models.registry import MODEL_OPTIONS, READOUT_L1
+from daenr_fast.models.registry import MODEL_OPTIONS, READOUT_L1, STRONG_BASELINE_OPTIONS
 from daenr_fast.nn.fixed_mask_readout import gaussian_masks, peak_masks
 from daenr_fast.train import TrainConfig
 from daenr_fast.train.losses import loss_terms
@@ -93,6 +93,17 @@ def test_vq_vae_does_not_restart_dead_codes_by_default():
     restarted, before = _codebook_after_one_step(vq_restarts=True)
     assert restarted.dead_code_threshold == 1.0
     assert (restarted.codebook - before).abs().sum(1).gt(1e-3).sum() > 100
+
+
+def test_the_stronger_baselines_stay_selectable_together():
+    strong = {name: build_model(name, layer=3, n_neurons=3, **STRONG_BASELINE_OPTIONS)
+              for name in ("cnn-fr", "cnn-fc", "cnn-fm", "vq-vae")}
+    assert strong["cnn-fr"].readout_regularizer() == 0 and strong["cnn-fc"].readout_regularizer() == 0
+    assert strong["cnn-fc"].readout.dropout.p == 0
+    assert strong["cnn-fm"].readout.method == "ridge-gaussian"
+    assert strong["vq-vae"].autoencoder.quantizer.dead_code_threshold == 1.0
+    assert set(STRONG_BASELINE_OPTIONS) <= set(MODEL_OPTIONS)
+    assert all(MODEL_OPTIONS[k] != v for k, v in STRONG_BASELINE_OPTIONS.items())
 
 
 @pytest.mark.parametrize("options,match", [
