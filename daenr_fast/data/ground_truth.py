@@ -20,14 +20,16 @@ with the training set's intensity range ``(lo, hi)`` (``x' = 2 (x - lo) / (hi - 
 Gabor filters (:mod:`.neurons`) are sampled at the model pixels' positions in the stimulus field, so the rates of
 the dataset's own images are exactly ``truth.rates(prepare(dataset).test.images)`` (and likewise for the training
 and validation images). Any finite values are accepted, also outside [-1, 1]: the drives are linear (simple
-cells) or the energy of a linear quadrature pair (complex cells) in the pixel values.
+cells) or the energy of a linear quadrature pair (complex cells) in the pixel values, divided by the energy in
+two end zones for end-stopped cells.
 
 Rate transform for any image: ``rate_i = m_i exp(b_i z_i - b_i^2 / 2)`` with ``z_i`` the neuron's drive mapped
 through the quantiles of its drives over the 1800 / 1260 / 1800 training images (:func:`.neurons.gaussianize`):
 piecewise-linear between the reference quantiles, and continued linearly (in ``z``, so exponentially in rate)
 beyond the lowest and highest reference drive with the slope of the outermost 1% of the quantiles. Rates are
-therefore continuous and strictly increasing in the drive, and an image of higher contrast than any natural
-patch can exceed every training rate.
+therefore continuous and strictly increasing in the drive. The drives of plain simple and complex cells grow in
+proportion to contrast, so an image of higher contrast than any natural patch can exceed every training rate;
+those of end-stopped cells saturate (``D -> E / S``), so their rates stay bounded as contrast grows.
 
 Persistence: simulation is deterministic in ``(region, seed)``, so a spec (as stored in a run's ``config.json``
 ``data``) is enough to regenerate the ground truth; :attr:`GroundTruth.version` (= :data:`SIMULATOR_VERSION`)
@@ -50,6 +52,8 @@ from .neurons import Population, gaussianize, raw_drive, rates
 MODEL_SIZE = 32
 #: Changes whenever the same ``(region, seed)`` gives different rates.
 SIMULATOR_VERSION = 3
+#: Population fields newer than version 2 of the saved files, with the value that means "absent".
+LATER_FIELDS = {"norm_sigma": np.inf, "surround": 1.0}
 #: File name of a saved ground truth inside a run folder (read first by :meth:`GroundTruth.from_run`).
 RUN_FILENAME = "ground_truth.npz"
 
@@ -168,11 +172,14 @@ class GroundTruth:
         with np.load(path, allow_pickle=False) as npz:
             try:
                 meta = json.loads(str(npz["meta"]))
-                fields = {f.name: npz[f"population_{f.name}"] for f in dataclasses.fields(Population)}
+                fields = {f.name: npz[f"population_{f.name}"] for f in dataclasses.fields(Population)
+                          if f"population_{f.name}" in npz.files or f.name not in LATER_FIELDS}
                 reference, neurons = npz["reference"], npz["neurons"]
             except KeyError as err:
                 raise ValueError(f"{path}: not a ground-truth file written by GroundTruth.save (missing {err})") from None
         fields["size"] = int(fields["size"])
+        for name, fill in LATER_FIELDS.items():  # files of simulator version 2, before end-stopped cells
+            fields.setdefault(name, np.full(len(fields["orientation"]), fill))
         return cls(population=Population(**fields), reference=reference, neurons=neurons,
                    intensity_range=tuple(meta["intensity_range"]), spec=meta["spec"], version=int(meta["version"]),
                    image_size=int(meta["image_size"]))

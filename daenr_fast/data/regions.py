@@ -91,7 +91,7 @@ REGIONS = {
         center=(14.0, 16.5), center_spread=2.5, mean_rate=0.62, oracle=0.42,
         targets=dict(mean_response=0.56, frac_zeros=0.50, lifetime_sparseness=0.78, oracle_correlation=0.39),
         stimulus=DISPLAY_CLIPPED, image_targets=dict(rms_contrast=0.617, spectrum_slope=-2.491, intensity_mean=0.447, intensity_std=0.296),
-        end_stopped_fraction=0.4,
+        end_stopped_fraction=0.6,
     ),
     2: RegionSpec(
         region=2, n_neurons=55, n_train=1260, n_test=50, n_repeats=8,
@@ -105,7 +105,7 @@ REGIONS = {
         center=(15.0, 15.0), center_spread=3.0, mean_rate=0.67, oracle=0.41,
         targets=dict(mean_response=0.69, frac_zeros=0.50, lifetime_sparseness=0.78, oracle_correlation=0.38),
         stimulus=DISPLAY_NORMALISED, image_targets=dict(rms_contrast=0.531, spectrum_slope=-2.314, intensity_mean=0.494, intensity_std=0.265),
-        end_stopped_fraction=1.0,
+        end_stopped_fraction=0.8,
     ),
 }
 
