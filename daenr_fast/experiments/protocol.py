@@ -72,10 +72,11 @@ SILENT_CHOICES = (
      "Eqs. 4 and 6 write sums over both, but with a pixel sum Table 8's betas (1e-5..1e-3) give the Poisson term "
      "1e-6..2e-3 of the shared encoder's gradient (CAE-FR2, simulated region 3, 200 steps: 8e-7 at step 0, 2e-3 at "
      "step 200), so CAE-FRi could not differ from CAE; with the pixel mean (the paper's own IR metric is the "
-     "per-pixel MSE) beta 1e-3 gives it 0.3-0.5 of that gradient. Summing over neurons follows Eq. 6; a neuron mean "
-     "would shrink it to 0.02. Cost: at Table 9's weights (about 1:1) the reconstruction keeps only ~0.3% of the "
-     "encoder gradient (48% under the literal sums): no one scaling makes both tables' second term strong. The "
-     "report's gradient share shows per model which term drove the encoder"),
+     "per-pixel MSE) beta 1e-3 gives it 0.3-0.5 of that gradient (0.53 averaged over the demo's 2000 steps). "
+     "Summing over neurons follows Eq. 6; a neuron mean would shrink it to 0.02. Cost: at Table 9's weights (about "
+     "1:1) the reconstruction keeps only ~0.3% of the encoder gradient (48% under the literal sums): no one scaling "
+     "makes both tables' second term strong. The report's gradient share shows per model which term drove the "
+     "encoder"),
     ("readout output", "ELU + 1 (positive Poisson rate); readout bias initialised to the mean training response",
      "not stated in the paper"),
     ("baseline loss weights", "CAE/VAE/VQ-VAE: image loss only (alpha 1); CNN-FR/FC/FM: Poisson loss only (beta 1)",
