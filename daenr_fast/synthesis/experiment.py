@@ -166,6 +166,7 @@ def summary_figure(path: Path, agg: dict, natural_stats: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     ax = axes[0]
@@ -189,6 +190,9 @@ def summary_figure(path: Path, agg: dict, natural_stats: dict) -> None:
     ax.loglog(seed0["natural"], seed0["decoder"], ".", ms=5, label="vs best natural")
     lims = [min(min(v) for v in seed0.values()), max(max(v) for v in seed0.values())]
     ax.plot(lims, lims, color="0.5", lw=0.8)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(NullFormatter())
+        axis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("true rate of the other image")
     ax.set_ylabel("true rate of the decoder image")
     ax.set_title(f"(b) per neuron, seed {agg['seeds'][0]}")
