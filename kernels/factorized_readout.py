@@ -8,13 +8,15 @@ With P = H*W, x (B,C,P), m = spatial (N,P), w = features (N,C), gy = dL/dy (B,N)
     gw[n,c] = sum_b gy[b,n] * (sum_p m[n,p] x[b,c,p])                               (N,C)
     gb[n]   = sum_b gy[b,n]                                                          (N,)
 
-Each kernel is a blocked GEMM on ``tl.dot`` with a float32 accumulator. Forward, grad spatial and grad features
-can keep the per-neuron factor (w[n,c] or gy[b,n]) outside the dot: each ``tl.dot`` contracts raw input tiles and
-its float32 result is scaled row- or column-wise before it is added, so no rounded products enter the dot and
-fp16/bf16 inputs are multiplied exactly. For float32 inputs a tile may instead be ``FUSED``: the factor is folded
-into one operand (the factorized operand m[n,p] w[n,c], or gy[b,n] w[n,c], gy[b,n] m[n,p], rounded once to float32)
-and the dot accumulates straight into the accumulator, one tensor-core contraction over (c,p) or (b,c) or (b,p).
-Grad x always contracts the float32 product gy[b,n] w[n,c] (for fp16/bf16 in 3xTF32, close to float32).
+Each kernel is a blocked GEMM on ``tl.dot`` with a float32 accumulator. Forward and grad features share one GEMM:
+with x seen as a (B*C, P) matrix, pooled[(b,c), n] = sum_p x[(b,c), p] m[n, p] on raw input tiles, whose rows
+are BLOCK_B batch entries times BLOCK_C channels; the epilogue scales it by w[n,c] and sums over the tile's
+channels (forward), or by gy[b,n] and sums over its batch entries (grad features). Each program makes one such
+tile, so a chunk of channels (forward) or of the batch (grad features) is one partial result, summed by the
+launcher in a fixed order (deterministic); pooled itself, (B,C,N), never exists in memory. Products of fp16/bf16
+inputs are exact inside the dot and the scaling is in float32. Grad x contracts the float32 product
+gy[b,n] w[n,c] with m (for fp16/bf16 in 3xTF32, close to float32); grad spatial contracts w with x per batch row
+and scales by gy, or, in ``FUSED`` float32 tiles, contracts the product gy[b,n] w[n,c] (rounded once to float32).
 
 The float32 dots run in the ``precision`` the caller gives (see ``daenr_fast.ops.factorized_readout``):
 "tf32x3" (split precision on tensor cores: each operand is a TF32 high part plus a TF32 low part and three
@@ -27,9 +29,10 @@ Tiles: small calls use fixed heuristic blocks per dtype (no benchmarking); on a 
 (``DAENR_FAST_TRITON_AUTOTUNE=0`` turns it off). The interpreter always runs one configuration: the heuristic,
 or the ``tiles`` a caller passes.
 
-When the output tiles alone are too few to fill the GPU, the forward splits its channels and the two weight
-gradients split the batch across programs (split-K); each split writes a float32 partial result and the launcher
-sums them in a fixed order (deterministic). The (B,C,N) and (B,N,P) intermediates never exist.
+Grad spatial, when its output tiles alone are too few to fill the GPU, splits the batch across programs
+(split-K) with float32 partial results, summed in a fixed order. :func:`compile_ahead` and :func:`ptx_resources`
+compile any kernel and tile for sm_80/sm_90 without a GPU and report its registers, spills, shared memory and
+tensor-core instructions (tests/ops/test_factorized_readout_compile.py).
 
 Works on CUDA tensors and, under ``TRITON_INTERPRET=1``, on CPU tensors.
 """
@@ -55,38 +58,49 @@ TUNE_MIN_WORK = 1e8
 
 # ------------------------------------------------------------------------------------------------------- kernels
 
-@triton.jit(do_not_specialize=["c_per_split"])
-def _forward_kernel(x_ptr, m_ptr, w_ptr, part_ptr, B, C, P, N, c_per_split,
-                    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, FUSED: tl.constexpr,
+@triton.jit
+def _pooled(x_ptr, m_ptr, rows, mask_r, offs_n, mask_n, P, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+            BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """pooled[r, n] = sum_p x[rows[r], p] m[n, p] (BLOCK_R x BLOCK_N, float32) with x seen as (B*C, P): one GEMM
+    main loop over the pixels, on raw input tiles."""
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = x_ptr + rows[:, None] * P + offs_k[None, :]                             # (BLOCK_R, BLOCK_K)
+    b_ptrs = m_ptr + offs_n[None, :] * P + offs_k[:, None]                           # (BLOCK_K, BLOCK_N)
+    acc = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, P, BLOCK_K):
+        mask_k = (k0 + offs_k) < P
+        a = tl.load(a_ptrs, mask=mask_r[:, None] & mask_k[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K
+    return acc
+
+
+@triton.jit
+def _forward_kernel(x_ptr, m_ptr, w_ptr, part_ptr, B, C, P, N,
+                    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     PRECISION: tl.constexpr):
-    """part[s, b, n] = sum_{c in split s} w[n,c] * sum_p x[b,c,p] m[n,p] for one (BLOCK_B x BLOCK_N) tile
-    (FUSED: sum_{c,p} x[b,c,p] (m[n,p] w[n,c]), one accumulating dot per channel)."""
+    """part[s, b, n] = sum_{c in chunk s} w[n,c] * pooled[(b,c), n] for BLOCK_B rows b and BLOCK_N neurons: the
+    rows (b,c) of the tile are BLOCK_B batch entries times the BLOCK_C channels of chunk s; one :func:`_pooled`
+    GEMM whose float32 result is scaled by w and summed over the channels (epilogue)."""
     pid_b = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_s = tl.program_id(2)
-    offs_b = (pid_b * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    r = tl.arange(0, BLOCK_B * BLOCK_C)
+    offs_b = (pid_b * BLOCK_B + r // BLOCK_C).to(tl.int64)
+    offs_c = (pid_s * BLOCK_C + r % BLOCK_C).to(tl.int64)
     offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    mask_b = offs_b < B
     mask_n = offs_n < N
-    c_lo = pid_s * c_per_split
-    c_hi = tl.minimum(C, c_lo + c_per_split)
-    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    for p0 in range(0, P, BLOCK_P):
-        offs_p = p0 + tl.arange(0, BLOCK_P)
-        mask_p = offs_p < P
-        m_tile = tl.load(m_ptr + offs_n[:, None] * P + offs_p[None, :],
-                         mask=mask_n[:, None] & mask_p[None, :], other=0.0)          # (BLOCK_N, BLOCK_P)
-        m_t = tl.trans(m_tile)                                                       # (BLOCK_P, BLOCK_N)
-        for c in range(c_lo, c_hi):
-            x_tile = tl.load(x_ptr + (offs_b[:, None] * C + c) * P + offs_p[None, :],
-                             mask=mask_b[:, None] & mask_p[None, :], other=0.0)      # (BLOCK_B, BLOCK_P)
-            w_c = tl.load(w_ptr + offs_n * C + c, mask=mask_n, other=0.0).to(tl.float32)
-            if FUSED:
-                acc = tl.dot(x_tile, m_t * w_c[None, :], acc, input_precision=PRECISION)
-            else:
-                acc += tl.dot(x_tile, m_t, input_precision=PRECISION) * w_c[None, :]
-    out = part_ptr + pid_s.to(tl.int64) * B * N + offs_b[:, None] * N + offs_n[None, :]
-    tl.store(out, acc, mask=mask_b[:, None] & mask_n[None, :])
+    mask_c = offs_c < C
+    pooled = _pooled(x_ptr, m_ptr, offs_b * C + offs_c, (offs_b < B) & mask_c, offs_n, mask_n, P,
+                     BLOCK_B * BLOCK_C, BLOCK_N, BLOCK_K, PRECISION)
+    w = tl.load(w_ptr + offs_n[None, :] * C + offs_c[:, None], mask=mask_c[:, None] & mask_n[None, :],
+                other=0.0).to(tl.float32)                                              # w[n, c(r)]
+    y = tl.sum(tl.reshape(pooled * w, (BLOCK_B, BLOCK_C, BLOCK_N)), axis=1)
+    rows_b = (pid_b * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    out = part_ptr + pid_s.to(tl.int64) * B * N + rows_b[:, None] * N + offs_n[None, :]
+    tl.store(out, y, mask=(rows_b < B)[:, None] & mask_n[None, :])
 
 
 @triton.jit
@@ -148,61 +162,59 @@ def _grad_spatial_kernel(gy_ptr, x_ptr, w_ptr, part_ptr, B, C, P, N, b_per_split
     tl.store(out, acc, mask=mask_n[:, None] & mask_p[None, :])
 
 
-@triton.jit(do_not_specialize=["b_per_split"])
-def _grad_features_kernel(gy_ptr, x_ptr, m_ptr, part_ptr, B, C, P, N, b_per_split,
-                          BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-                          FUSED: tl.constexpr, PRECISION: tl.constexpr):
-    """part[s, n, c] = sum_{b in split s} gy[b,n] * sum_p m[n,p] x[b,c,p] for one (BLOCK_N x BLOCK_C) tile
-    (FUSED: sum_{b,p} (gy[b,n] m[n,p]) x[b,c,p])."""
-    pid_n = tl.program_id(0)
-    pid_c = tl.program_id(1)
+@triton.jit
+def _grad_features_kernel(gy_ptr, x_ptr, m_ptr, part_ptr, B, C, P, N,
+                          BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """part[s, n, c] = sum_{b in chunk s} gy[b,n] * pooled[(b,c), n] for BLOCK_C channels and BLOCK_N neurons: the
+    forward's :func:`_pooled` GEMM on the rows of BLOCK_B batch entries (chunk s), scaled by gy and summed over
+    them."""
+    pid_c = tl.program_id(0)
+    pid_n = tl.program_id(1)
     pid_s = tl.program_id(2)
+    r = tl.arange(0, BLOCK_B * BLOCK_C)
+    offs_b = (pid_s * BLOCK_B + r // BLOCK_C).to(tl.int64)
+    offs_c = (pid_c * BLOCK_C + r % BLOCK_C).to(tl.int64)
     offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    offs_c = (pid_c * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     mask_n = offs_n < N
-    mask_c = offs_c < C
-    b_lo = pid_s * b_per_split
-    b_hi = tl.minimum(B, b_lo + b_per_split)
-    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
-    for p0 in range(0, P, BLOCK_P):
-        offs_p = p0 + tl.arange(0, BLOCK_P)
-        mask_p = offs_p < P
-        m_tile = tl.load(m_ptr + offs_n[:, None] * P + offs_p[None, :],
-                         mask=mask_n[:, None] & mask_p[None, :], other=0.0)          # (BLOCK_N, BLOCK_P)
-        for b in range(b_lo, b_hi):
-            x_tile = tl.load(x_ptr + (b * C + offs_c[None, :]) * P + offs_p[:, None],
-                             mask=mask_p[:, None] & mask_c[None, :], other=0.0)      # (BLOCK_P, BLOCK_C)
-            g_b = tl.load(gy_ptr + b * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            if FUSED:
-                acc = tl.dot(m_tile * g_b[:, None], x_tile, acc, input_precision=PRECISION)
-            else:
-                acc += tl.dot(m_tile, x_tile, input_precision=PRECISION) * g_b[:, None]
-    out = part_ptr + pid_s.to(tl.int64) * N * C + offs_n[:, None] * C + offs_c[None, :]
-    tl.store(out, acc, mask=mask_n[:, None] & mask_c[None, :])
+    mask_b = offs_b < B
+    pooled = _pooled(x_ptr, m_ptr, offs_b * C + offs_c, mask_b & (offs_c < C), offs_n, mask_n, P,
+                     BLOCK_B * BLOCK_C, BLOCK_N, BLOCK_K, PRECISION)
+    gy = tl.load(gy_ptr + offs_b[:, None] * N + offs_n[None, :], mask=mask_b[:, None] & mask_n[None, :],
+                 other=0.0).to(tl.float32)                                             # gy[b(r), n]
+    g = tl.sum(tl.reshape(pooled * gy, (BLOCK_B, BLOCK_C, BLOCK_N)), axis=0)
+    cols_c = (pid_c * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
+    out = part_ptr + pid_s.to(tl.int64) * N * C + offs_n[None, :] * C + cols_c[:, None]
+    tl.store(out, g, mask=(cols_c < C)[:, None] & mask_n[None, :])
 
 
 # ------------------------------------------------------------------------------------------------------- tiles
+
+#: Candidates of the two pooled-GEMM kernels (forward, grad features): the neuron and pixel blocks; the rows of a
+#: tile, BLOCK_B batch entries times BLOCK_C channels, are the launcher's (:func:`_row_blocks`), since they fix the
+#: number of partial results.
+_POOLED = {
+    "fma": [dict(BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+            dict(BLOCK_N=128, BLOCK_K=16, num_warps=8, num_stages=3),
+            dict(BLOCK_N=64, BLOCK_K=16, num_warps=4, num_stages=4)],
+    "mma": [dict(BLOCK_N=128, BLOCK_K=16, num_warps=8, num_stages=4),
+            dict(BLOCK_N=128, BLOCK_K=16, num_warps=8, num_stages=3),
+            dict(BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=3),
+            dict(BLOCK_N=64, BLOCK_K=16, num_warps=8, num_stages=4),
+            dict(BLOCK_N=64, BLOCK_K=16, num_warps=4, num_stages=4)],
+    "half": [dict(BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3),
+             dict(BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=4),
+             dict(BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=4),
+             dict(BLOCK_N=64, BLOCK_K=64, num_warps=8, num_stages=3),
+             dict(BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=4)],
+}
 
 #: kernel -> tile class -> candidate tiles of the autotuner (block sizes, FUSED, num_warps, num_stages). Classes:
 #: ``fma`` float32 tiles in "ieee" (FMA units), ``mma`` float32 tiles on tensor cores ("tf32x3", "tf32"; also
 #: grad x of fp16/bf16, which contracts float32 products in 3xTF32), ``half`` fp16/bf16 tiles (FUSED stays 0 so that
 #: their products stay exact). Every candidate is run by the interpreter tests (tests/ops/).
 TILE_CONFIGS: dict[str, dict[str, list[dict]]] = {
-    "forward": {
-        "fma": [dict(BLOCK_B=64, BLOCK_N=128, BLOCK_P=32, FUSED=0, num_warps=8, num_stages=3),
-                dict(BLOCK_B=64, BLOCK_N=64, BLOCK_P=32, FUSED=1, num_warps=4, num_stages=3),
-                dict(BLOCK_B=32, BLOCK_N=128, BLOCK_P=16, FUSED=1, num_warps=4, num_stages=3)],
-        "mma": [dict(BLOCK_B=64, BLOCK_N=128, BLOCK_P=32, FUSED=1, num_warps=8, num_stages=3),
-                dict(BLOCK_B=64, BLOCK_N=128, BLOCK_P=32, FUSED=0, num_warps=8, num_stages=3),
-                dict(BLOCK_B=128, BLOCK_N=128, BLOCK_P=32, FUSED=1, num_warps=8, num_stages=3),
-                dict(BLOCK_B=64, BLOCK_N=64, BLOCK_P=64, FUSED=1, num_warps=4, num_stages=3),
-                dict(BLOCK_B=32, BLOCK_N=128, BLOCK_P=64, FUSED=1, num_warps=4, num_stages=4),
-                dict(BLOCK_B=64, BLOCK_N=256, BLOCK_P=32, FUSED=1, num_warps=8, num_stages=3)],
-        "half": [dict(BLOCK_B=64, BLOCK_N=128, BLOCK_P=64, FUSED=0, num_warps=8, num_stages=3),
-                 dict(BLOCK_B=64, BLOCK_N=64, BLOCK_P=64, FUSED=0, num_warps=4, num_stages=3),
-                 dict(BLOCK_B=128, BLOCK_N=128, BLOCK_P=64, FUSED=0, num_warps=8, num_stages=3),
-                 dict(BLOCK_B=32, BLOCK_N=128, BLOCK_P=128, FUSED=0, num_warps=4, num_stages=3)],
-    },
+    "forward": _POOLED,
     "grad_x": {
         "fma": [dict(BLOCK_R=64, BLOCK_P=64, BLOCK_N=32, num_warps=4, num_stages=3),
                 dict(BLOCK_R=32, BLOCK_P=64, BLOCK_N=32, num_warps=4, num_stages=3),
@@ -210,15 +222,13 @@ TILE_CONFIGS: dict[str, dict[str, list[dict]]] = {
         "mma": [dict(BLOCK_R=64, BLOCK_P=64, BLOCK_N=32, num_warps=4, num_stages=3),
                 dict(BLOCK_R=128, BLOCK_P=64, BLOCK_N=32, num_warps=8, num_stages=3),
                 dict(BLOCK_R=64, BLOCK_P=128, BLOCK_N=32, num_warps=8, num_stages=3),
-                dict(BLOCK_R=128, BLOCK_P=128, BLOCK_N=32, num_warps=8, num_stages=3),
-                dict(BLOCK_R=64, BLOCK_P=64, BLOCK_N=64, num_warps=4, num_stages=3)],
+                dict(BLOCK_R=128, BLOCK_P=128, BLOCK_N=16, num_warps=8, num_stages=3)],
     },
     "grad_spatial": {
         "fma": [dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=32, FUSED=0, num_warps=8, num_stages=3),
                 dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=32, FUSED=1, num_warps=8, num_stages=3),
                 dict(BLOCK_N=32, BLOCK_P=64, BLOCK_C=16, FUSED=1, num_warps=4, num_stages=3)],
-        "mma": [dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=32, FUSED=1, num_warps=4, num_stages=3),
-                dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=32, FUSED=0, num_warps=4, num_stages=3),
+        "mma": [dict(BLOCK_N=64, BLOCK_P=64, BLOCK_C=32, FUSED=0, num_warps=4, num_stages=3),
                 dict(BLOCK_N=128, BLOCK_P=64, BLOCK_C=32, FUSED=1, num_warps=8, num_stages=3),
                 dict(BLOCK_N=64, BLOCK_P=128, BLOCK_C=32, FUSED=1, num_warps=8, num_stages=3),
                 dict(BLOCK_N=128, BLOCK_P=128, BLOCK_C=16, FUSED=1, num_warps=8, num_stages=3)],
@@ -226,27 +236,15 @@ TILE_CONFIGS: dict[str, dict[str, list[dict]]] = {
                  dict(BLOCK_N=128, BLOCK_P=64, BLOCK_C=64, FUSED=0, num_warps=8, num_stages=3),
                  dict(BLOCK_N=64, BLOCK_P=128, BLOCK_C=32, FUSED=0, num_warps=8, num_stages=3)],
     },
-    "grad_features": {
-        "fma": [dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=32, FUSED=0, num_warps=4, num_stages=3),
-                dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=32, FUSED=1, num_warps=4, num_stages=3),
-                dict(BLOCK_N=32, BLOCK_C=64, BLOCK_P=16, FUSED=1, num_warps=4, num_stages=3)],
-        "mma": [dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=32, FUSED=1, num_warps=4, num_stages=3),
-                dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=32, FUSED=0, num_warps=4, num_stages=3),
-                dict(BLOCK_N=128, BLOCK_C=64, BLOCK_P=32, FUSED=1, num_warps=8, num_stages=3),
-                dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=64, FUSED=1, num_warps=4, num_stages=4),
-                dict(BLOCK_N=128, BLOCK_C=32, BLOCK_P=64, FUSED=1, num_warps=8, num_stages=3)],
-        "half": [dict(BLOCK_N=64, BLOCK_C=64, BLOCK_P=64, FUSED=0, num_warps=4, num_stages=3),
-                 dict(BLOCK_N=128, BLOCK_C=64, BLOCK_P=64, FUSED=0, num_warps=8, num_stages=3),
-                 dict(BLOCK_N=64, BLOCK_C=32, BLOCK_P=128, FUSED=0, num_warps=4, num_stages=3)],
-    },
+    "grad_features": _POOLED,
 }
 
 #: kernel -> block name -> the extent (from the kernel's B, C, P, N) that block covers.
 _EXTENTS = {
-    "forward": {"BLOCK_B": lambda a: a["B"], "BLOCK_N": lambda a: a["N"], "BLOCK_P": lambda a: a["P"]},
+    "forward": {"BLOCK_N": lambda a: a["N"], "BLOCK_K": lambda a: a["P"]},
     "grad_x": {"BLOCK_R": lambda a: a["B"] * a["C"], "BLOCK_P": lambda a: a["P"], "BLOCK_N": lambda a: a["N"]},
     "grad_spatial": {"BLOCK_N": lambda a: a["N"], "BLOCK_P": lambda a: a["P"], "BLOCK_C": lambda a: a["C"]},
-    "grad_features": {"BLOCK_N": lambda a: a["N"], "BLOCK_C": lambda a: a["C"], "BLOCK_P": lambda a: a["P"]},
+    "grad_features": {"BLOCK_N": lambda a: a["N"], "BLOCK_K": lambda a: a["P"]},
 }
 _LAUNCH_KEYS = ("num_warps", "num_stages")
 _KERNELS = {"forward": _forward_kernel, "grad_x": _grad_x_kernel, "grad_spatial": _grad_spatial_kernel,
@@ -302,38 +300,67 @@ def _autotuner(kernel: str, cls: str):
     return _tuned[key]
 
 
+_ROW_BLOCKS = ("BLOCK_B", "BLOCK_C")  # the rows of the pooled-GEMM kernels' tiles: powers of two from 1
+_PAIRED = ("forward", "grad_features")
+_ROWS = {"fma": 64, "mma": 128, "half": 128}  # rows (b,c) of a pooled-GEMM tile by tile class
+_POOLED_K = {True: 16, False: 32}  # the heuristic's pixel block of the pooled kernels, float32 or not (no spills)
+
+
 def _check_tiles(kernel: str, tiles: dict, dtype: torch.dtype) -> None:
-    wanted = set(_EXTENTS[kernel]) | ({"FUSED"} if kernel != "grad_x" else set())
-    missing, unknown = wanted - set(tiles), set(tiles) - wanted - set(_LAUNCH_KEYS)
+    wanted = set(_EXTENTS[kernel]) | ({"FUSED"} if kernel == "grad_spatial" else set())
+    optional = set(_LAUNCH_KEYS) | (set(_ROW_BLOCKS) if kernel in _PAIRED else set())
+    missing, unknown = wanted - set(tiles), set(tiles) - wanted - optional
     if missing or unknown:
         raise ValueError(f"factorized_readout (triton): tiles of {kernel} need {sorted(wanted)} (and optionally "
-                         f"{list(_LAUNCH_KEYS)}); missing {sorted(missing)}, unknown {sorted(unknown)}")
-    for name in _EXTENTS[kernel]:
-        size = tiles[name]
-        if not isinstance(size, int) or size < 16 or size & (size - 1):
-            raise ValueError(f"factorized_readout (triton): {kernel} {name} must be a power of two >= 16, got {size!r}")
+                         f"{sorted(optional)}); missing {sorted(missing)}, unknown {sorted(unknown)}")
+    for name in [k for k in tiles if k.startswith("BLOCK_")]:
+        size, least = tiles[name], 1 if name in _ROW_BLOCKS else 16
+        if not isinstance(size, int) or size < least or size & (size - 1):
+            raise ValueError(f"factorized_readout (triton): {kernel} {name} must be a power of two >= {least}, "
+                             f"got {size!r}")
+    if kernel in _PAIRED and tiles.get("BLOCK_B", 16) * tiles.get("BLOCK_C", 16) < 16:
+        raise ValueError(f"factorized_readout (triton): {kernel} needs BLOCK_B * BLOCK_C >= 16 rows, got "
+                         f"{tiles.get('BLOCK_B')} * {tiles.get('BLOCK_C')}")
     if tiles.get("FUSED", 0) and dtype != torch.float32:
         raise ValueError(f"factorized_readout (triton): FUSED tiles take float32 inputs (they round the products), "
                          f"got {dtype}")
 
 
+def _row_blocks(b: int, c: int, rows: int, tiles: Optional[dict], chunks: Optional[int] = None,
+                over: str = "c") -> tuple[int, int]:
+    """(BLOCK_B, BLOCK_C): a tile's rows (b,c), about ``rows`` of them, as a chunk of up to 64 channels times
+    batch entries; ``tiles`` may fix either. ``chunks`` asks for at least that many chunks of the channels
+    (``over="c"``) or of the batch (``over="b"``), each one program's share of the reduction."""
+    block_c = min(triton.next_power_of_2(max(c, 1)), 64)
+    if chunks is not None and over == "c":
+        block_c = min(block_c, triton.next_power_of_2(max(-(-c // max(int(chunks), 1)), 1)))
+    block_c = (tiles or {}).get("BLOCK_C", block_c)
+    block_b = min(triton.next_power_of_2(max(b, 1)), max(rows // block_c, 1))
+    if chunks is not None and over == "b":
+        block_b = min(block_b, triton.next_power_of_2(max(-(-b // max(int(chunks), 1)), 1)))
+    block_b = (tiles or {}).get("BLOCK_B", max(block_b, 16 // block_c))
+    return block_b, block_c
+
+
 def _launch(kernel: str, grid, args: tuple, shape: tuple, heuristic: dict, tiles: Optional[dict],
-            dtype: torch.dtype, precision: str) -> None:
+            dtype: torch.dtype, precision: str, fixed: Optional[dict] = None) -> None:
     """Run ``kernel`` on ``grid(meta)`` for a call of ``shape`` (B, C, P, N): with ``tiles`` when given, else on a
     GPU for calls of at least :data:`TUNE_MIN_WORK` multiply-adds with the tiles the autotuner chose for this
     shape (tuned at its first call; ``DAENR_FAST_TRITON_AUTOTUNE=0`` turns it off), else with ``heuristic``.
-    A shape first seen while a CUDA graph is being captured runs the heuristic (no benchmarking in a capture)."""
+    A shape first seen while a CUDA graph is being captured runs the heuristic (no benchmarking in a capture).
+    ``fixed`` holds constexprs that are the launcher's choice in every case (the pooled kernels' rows)."""
+    fixed = fixed or {}
     if tiles is not None:
         _check_tiles(kernel, tiles, dtype)
-        meta = dict(tiles)
+        meta = {k: v for k, v in tiles.items() if k not in fixed}
     elif _AUTOTUNE and not _INTERPRET and math.prod(shape) >= TUNE_MIN_WORK:
-        key = (kernel, dtype, precision, *shape)
+        key = (kernel, dtype, precision, *shape, *fixed.values())
         meta = _best.get(key)
         if meta is None and torch.cuda.is_current_stream_capturing():
             meta = heuristic
         elif meta is None:
             tuner = _autotuner(kernel, tile_class(kernel, dtype, precision))
-            tuner[grid](*args, PRECISION=precision)
+            tuner[grid](*args, PRECISION=precision, **fixed)
             best = tuner.best_config
             _best[key] = {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
             return
@@ -341,6 +368,7 @@ def _launch(kernel: str, grid, args: tuple, shape: tuple, heuristic: dict, tiles
     else:
         meta = dict(heuristic)
     launch = {k: meta.pop(k) for k in _LAUNCH_KEYS if k in meta}
+    meta.update(fixed)
     _KERNELS[kernel][grid(meta)](*args, **meta, PRECISION=precision, **({} if _INTERPRET else launch))
 
 
@@ -357,10 +385,13 @@ def _check_precision(precision: str) -> None:
                          f"got {precision!r}")
 
 
-def _tile_precision(dtype: torch.dtype, precision: str) -> str:
-    """The dot precision of input tiles of ``dtype``: ``precision`` for float32; fp16/bf16 products are exact and
-    their dots ignore it ("tf32" is passed)."""
-    return precision if dtype == torch.float32 else "tf32"
+def kernel_precision(kernel: str, dtype: torch.dtype, precision: str) -> str:
+    """The ``input_precision`` of ``kernel``'s dots on ``dtype`` inputs: ``precision`` for float32; fp16/bf16 tiles
+    are multiplied exactly and their dots ignore it ("tf32" is passed), except grad x, which contracts float32
+    products in "tf32x3"."""
+    if dtype == torch.float32:
+        return precision
+    return "tf32x3" if kernel == "grad_x" else "tf32"
 
 
 def _split_count(tiles: int, depth: int, min_depth: int, device: torch.device, splits: Optional[int]) -> int:
@@ -400,10 +431,10 @@ def forward(x: torch.Tensor, spatial: torch.Tensor, features: torch.Tensor, bias
     """y (B,N) = readout of x (B,C,H,W) by spatial (N,H,W) and features (N,C), plus bias (N,) or None.
 
     ``precision`` is the ``input_precision`` of the float32 dots (one of FLOAT32_PRECISIONS; fp16/bf16 tiles are
-    multiplied exactly whatever it says). ``splits`` overrides how many programs share the channel sum of each
-    output tile (None: chosen from the shape and the GPU; the result does not depend on it beyond float32
-    rounding). ``tiles`` (one entry of :data:`TILE_CONFIGS` ``["forward"]``) fixes the blocks instead of the
-    heuristic or the autotuner.
+    multiplied exactly whatever it says). ``splits`` asks for at least that many channel chunks (programs that
+    share the channel sum of an output tile; None: chunks of up to 64 channels; the result does not depend on it
+    beyond float32 rounding). ``tiles`` (one entry of :data:`TILE_CONFIGS` ``["forward"]``, optionally with
+    BLOCK_B and BLOCK_C) fixes the blocks instead of the heuristic or the autotuner.
     """
     _check(x, spatial, features, *(() if bias is None else (bias,)))
     _check_precision(precision)
@@ -411,16 +442,16 @@ def forward(x: torch.Tensor, spatial: torch.Tensor, features: torch.Tensor, bias
     n, p = spatial.shape[0], h * w
     if b * n == 0:
         return x.new_zeros((b, n))
-    # float32 dots on FMA units ("ieee"): a shallower pixel block keeps their operands in registers
-    block_b, block_n = _block(b, 16, 64), _block(n, 16, 128)
-    heuristic = dict(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_P=_block(p, 16, 32 if x.dtype == torch.float32 else 64),
-                     FUSED=0, num_warps=8 if block_b * block_n >= 64 * 128 else 4, num_stages=3)
-    tiles_out = triton.cdiv(b, block_b) * triton.cdiv(n, block_n)
-    c_per, count = _split(c, _split_count(tiles_out, c, 2, x.device, splits))
-    part = torch.empty((count, b, n), device=x.device, dtype=torch.float32)
-    _launch("forward", lambda meta: (triton.cdiv(b, meta["BLOCK_B"]), triton.cdiv(n, meta["BLOCK_N"]), count),
-            (x, spatial, features, part, b, c, p, n, c_per), (b, c, p, n), heuristic, tiles, x.dtype,
-            _tile_precision(x.dtype, precision))
+    block_b, block_c = _row_blocks(b, c, _ROWS[tile_class("forward", x.dtype, precision)], tiles, splits, "c")
+    block_n = _block(n, 16, 128)
+    heuristic = dict(BLOCK_N=block_n, BLOCK_K=_block(p, 16, _POOLED_K[x.dtype == torch.float32]),
+                     num_warps=8 if block_n >= 64 else 4, num_stages=3)
+    count = triton.cdiv(c, block_c) if c else 1
+    part = (torch.empty if c else torch.zeros)((count, b, n), device=x.device, dtype=torch.float32)
+    if c:
+        _launch("forward", lambda meta: (triton.cdiv(b, block_b), triton.cdiv(n, meta["BLOCK_N"]), count),
+                (x, spatial, features, part, b, c, p, n), (b, c, p, n), heuristic, tiles, x.dtype,
+                kernel_precision("forward", x.dtype, precision), dict(BLOCK_B=block_b, BLOCK_C=block_c))
     y = part[0] if count == 1 else part.sum(0)
     if bias is not None:
         y = y + bias.to(torch.float32)
@@ -434,7 +465,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, spatial: torch.Tensor, feature
 
     ``precision`` as in :func:`forward` (grad x of fp16/bf16 inputs contracts float32 products in "tf32x3"
     whatever it says); ``splits`` overrides how many programs share the batch sum of each tile of gspatial and
-    gfeatures; ``tiles`` maps kernel names ("grad_x", "grad_spatial", "grad_features") to an entry of
+    asks for at least that many batch chunks of gfeatures; ``tiles`` maps kernel names ("grad_x", "grad_spatial", "grad_features") to an entry of
     :data:`TILE_CONFIGS` of that kernel (the others keep the heuristic or the autotuner).
     """
     _check(grad, x, spatial, features)
@@ -453,7 +484,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, spatial: torch.Tensor, feature
                          num_warps=4, num_stages=3)
         _launch("grad_x", lambda meta: (triton.cdiv(b * c, meta["BLOCK_R"]), triton.cdiv(p, meta["BLOCK_P"])),
                 (grad, spatial, features, gx, b, c, p, n), (b, c, p, n), heuristic, tiles.get("grad_x"), dtype,
-                precision if dtype == torch.float32 else "tf32x3")
+                kernel_precision("grad_x", dtype, precision))
 
     gm = torch.zeros((n, p), device=x.device, dtype=torch.float32)
     if gm.numel():
@@ -466,22 +497,94 @@ def backward(grad: torch.Tensor, x: torch.Tensor, spatial: torch.Tensor, feature
         _launch("grad_spatial",
                 lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(p, meta["BLOCK_P"]), count),
                 (grad, x, features, part, b, c, p, n, b_per), (b, c, p, n), heuristic, tiles.get("grad_spatial"),
-                dtype, _tile_precision(dtype, precision))
+                dtype, kernel_precision("grad_spatial", dtype, precision))
         gm = part[0] if count == 1 else part.sum(0)
 
     gw = torch.zeros((n, c), device=x.device, dtype=torch.float32)
-    if gw.numel():
-        block_n, block_c = _block(n, 16, 64), _block(c, 16, 64)
-        heuristic = dict(BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_P=_block(p, 16, 32 if dtype == torch.float32 else 64),
-                         FUSED=0, num_warps=4, num_stages=3)
-        b_per, count = _split(b, _split_count(triton.cdiv(n, block_n) * triton.cdiv(c, block_c), b, 1, x.device,
-                                              splits))
+    if gw.numel() and b:
+        block_b, block_c = _row_blocks(b, c, _ROWS[tile_class("grad_features", dtype, precision)],
+                                       tiles.get("grad_features"), splits, "b")
+        block_n = _block(n, 16, 128)
+        heuristic = dict(BLOCK_N=block_n, BLOCK_K=_block(p, 16, _POOLED_K[dtype == torch.float32]),
+                         num_warps=8 if block_n >= 64 else 4, num_stages=3)
+        count = triton.cdiv(b, block_b)
         part = torch.empty((count, n, c), device=x.device, dtype=torch.float32)
-        _launch("grad_features",
-                lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(c, meta["BLOCK_C"]), count),
-                (grad, x, spatial, part, b, c, p, n, b_per), (b, c, p, n), heuristic, tiles.get("grad_features"),
-                dtype, _tile_precision(dtype, precision))
+        _launch("grad_features", lambda meta: (triton.cdiv(c, block_c), triton.cdiv(n, meta["BLOCK_N"]), count),
+                (grad, x, spatial, part, b, c, p, n), (b, c, p, n), heuristic, tiles.get("grad_features"),
+                dtype, kernel_precision("grad_features", dtype, precision), dict(BLOCK_B=block_b, BLOCK_C=block_c))
         gw = part[0] if count == 1 else part.sum(0)
 
     gb = grad.to(torch.float32).sum(0)
     return gx, gm.view(n, h, w).to(dtype), gw.to(dtype), gb.to(dtype)
+
+
+# ------------------------------------------------------------------------------------------ ahead-of-time checks
+
+#: kernel -> its pointer arguments: ``"in"`` (the inputs' dtype) or ``"fp32"`` (float32 partial results).
+_POINTERS = {
+    "forward": {"x_ptr": "in", "m_ptr": "in", "w_ptr": "in", "part_ptr": "fp32"},
+    "grad_x": {"gy_ptr": "in", "m_ptr": "in", "w_ptr": "in", "gx_ptr": "in"},
+    "grad_spatial": {"gy_ptr": "in", "x_ptr": "in", "w_ptr": "in", "part_ptr": "fp32"},
+    "grad_features": {"gy_ptr": "in", "x_ptr": "in", "m_ptr": "in", "part_ptr": "fp32"},
+}
+_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def compile_ahead(kernel: str, tiles: dict, dtype: torch.dtype, precision: str, capability: int):
+    """``kernel`` with ``tiles`` (an entry of :data:`TILE_CONFIGS`) compiled for an NVIDIA GPU of compute
+    capability ``capability`` (80: A100, 90: H100/H200) on any machine, GPU or not, with Triton's own ptxas: the
+    ``CompiledKernel`` (``.asm`` holds "ttgir", "ptx" and "cubin", ``.metadata.shared`` the shared-memory bytes).
+    Integer arguments carry no divisibility hints, so the code is that of a ragged shape. Not under
+    ``TRITON_INTERPRET=1``, whose kernels are Python functions."""
+    if _INTERPRET:
+        raise RuntimeError("compile_ahead needs the compiler: unset TRITON_INTERPRET")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    _check_tiles(kernel, tiles, dtype)
+    _check_precision(precision)
+    meta = {k: v for k, v in tiles.items() if k not in _LAUNCH_KEYS}
+    meta["PRECISION"] = kernel_precision(kernel, dtype, precision)
+    fn = _KERNELS[kernel]
+    signature = {}
+    for name in fn.arg_names:
+        if name in meta:
+            signature[name] = "constexpr"
+        elif name in _POINTERS[kernel]:
+            kind = _POINTERS[kernel][name]
+            signature[name] = "*" + (_TRITON_TYPES[dtype] if kind == "in" else kind)
+        else:
+            signature[name] = "i32"
+    source = ASTSource(fn=fn, signature=signature, constexprs=meta)
+    options = {k: tiles[k] for k in _LAUNCH_KEYS if k in tiles}
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
+
+
+def ptx_resources(compiled, capability: int) -> dict:
+    """Registers, spilled bytes and shared memory of a :func:`compile_ahead` kernel (``ptxas -v`` of its PTX, with
+    the ptxas Triton uses), and its tensor-core instructions by input type (``mma``/``wgmma`` lines of the PTX)."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia import compiler as nvidia
+
+    try:
+        ptxas = nvidia.get_ptxas(capability).path
+    except TypeError:  # Triton versions whose get_ptxas takes no architecture
+        ptxas = nvidia.get_ptxas().path
+    ptx = compiled.asm["ptx"]
+    arch = nvidia.sm_arch_from_capability(capability)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "kernel.ptx")
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(ptx)
+        run = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", src, "-o", os.path.join(tmp, "kernel.cubin")],
+                             capture_output=True, text=True, check=True)
+    log = run.stdout + run.stderr
+    number = lambda pattern: int(m.group(1)) if (m := re.search(pattern, log)) else 0  # noqa: E731
+    mma = [line for line in ptx.splitlines() if re.search(r"\b(wgmma\.mma_async|mma\.sync)\.", line)]
+    return dict(registers=number(r"Used (\d+) registers"), spill_stores=number(r"(\d+) bytes spill stores"),
+                spill_loads=number(r"(\d+) bytes spill loads"), shared=int(compiled.metadata.shared),
+                mma_tf32=sum(".tf32" in line for line in mma), mma_half=sum(".tf32" not in line for line in mma),
+                **({"stack": number(r"(\d+) bytes stack frame")}))

@@ -156,21 +156,42 @@ def test_every_tile_candidate_matches_reference(triton_device, name, tiles, dtyp
         assert_all_close_to(NAMES[1:2], [gx16], [want16], TOLERANCES[OP][torch.float16], dtype=torch.float16)
 
 
+@pytest.mark.parametrize("rows", [(1, 16), (4, 4), (2, 8), (16, 1), (1, 64)], ids=lambda r: f"{r[0]}x{r[1]}")
+def test_pooled_kernels_with_every_row_shape(triton_device, rows):
+    """The forward and grad-features tiles as BLOCK_B batch entries times BLOCK_C channels: chunks that cover the
+    channels or the batch several times, ragged in both."""
+    from daenr_fast.kernels import factorized_readout as kernel
+
+    x, m, w, b = readout_inputs(*SHAPE, device=triton_device)
+    want_y, want_grads = run_reference(reference.factorized_readout, (x, m, w, b))
+    gy = upstream_gradient((SHAPE[0], SHAPE[4])).to(triton_device)
+    tiles = {**kernel.TILE_CONFIGS["forward"]["mma"][1], "BLOCK_B": rows[0], "BLOCK_C": rows[1]}
+    y = kernel.forward(x, m, w, b, tiles=tiles)
+    gw = kernel.backward(gy, x, m, w, tiles={"grad_features": tiles})[2]
+    assert_all_close_to(["y", "grad features"], [y, gw], [want_y, want_grads[2]], TOL32, dtype=torch.float32)
+
+
 def test_tiles_are_checked(triton_device):
     from daenr_fast.kernels import factorized_readout as kernel
 
     x, m, w, b = readout_inputs(2, 3, 4, 4, 5, device=triton_device)
+    gy = torch.ones(2, 5, device=triton_device)
     good = kernel.TILE_CONFIGS["forward"]["mma"][0]
-    with pytest.raises(ValueError, match=r"missing \['BLOCK_P'\]"):
-        kernel.forward(x, m, w, b, tiles={k: v for k, v in good.items() if k != "BLOCK_P"})
+    with pytest.raises(ValueError, match=r"missing \['BLOCK_K'\]"):
+        kernel.forward(x, m, w, b, tiles={k: v for k, v in good.items() if k != "BLOCK_K"})
     with pytest.raises(ValueError, match=r"unknown \['BLOCK_Q'\]"):
         kernel.forward(x, m, w, b, tiles={**good, "BLOCK_Q": 16})
-    with pytest.raises(ValueError, match="BLOCK_B must be a power of two >= 16, got 24"):
-        kernel.forward(x, m, w, b, tiles={**good, "BLOCK_B": 24})
+    with pytest.raises(ValueError, match="BLOCK_N must be a power of two >= 16, got 24"):
+        kernel.forward(x, m, w, b, tiles={**good, "BLOCK_N": 24})
+    with pytest.raises(ValueError, match="BLOCK_C must be a power of two >= 1, got 3"):
+        kernel.forward(x, m, w, b, tiles={**good, "BLOCK_C": 3})
+    with pytest.raises(ValueError, match=r"BLOCK_B \* BLOCK_C >= 16 rows, got 2 \* 4"):
+        kernel.forward(x, m, w, b, tiles={**good, "BLOCK_B": 2, "BLOCK_C": 4})
+    spatial_tiles = kernel.TILE_CONFIGS["grad_spatial"]["mma"][0]
     with pytest.raises(ValueError, match="FUSED tiles take float32"):
-        kernel.forward(x.half(), m.half(), w.half(), b.half(), tiles={**good, "FUSED": 1})
+        kernel.backward(gy.half(), x.half(), m.half(), w.half(), tiles={"grad_spatial": {**spatial_tiles, "FUSED": 1}})
     with pytest.raises(ValueError, match="tiles name the kernels"):
-        kernel.backward(torch.ones(2, 5, device=triton_device), x, m, w, tiles={"forward": good})
+        kernel.backward(gy, x, m, w, tiles={"forward": good})
 
 
 def test_tile_classes():
@@ -264,8 +285,8 @@ def test_autotuner_candidates_and_pruning(triton_device):
     prune = kernel._pruner("forward")
     big = dict(B=128, C=64, P=256, N=1000)
     assert prune(tuner.configs, big) == tuner.configs
-    fits = prune(tuner.configs, dict(B=32, C=64, P=1568, N=8000))
-    assert fits and all(c.kwargs["BLOCK_B"] <= 32 for c in fits)
+    fits = prune(tuner.configs, dict(B=32, C=64, P=1568, N=50))
+    assert 0 < len(fits) < len(tuner.configs) and all(c.kwargs["BLOCK_N"] <= 64 for c in fits)
     tiny = prune(tuner.configs, dict(B=3, C=2, P=9, N=5))
-    blocks = lambda c: c.kwargs["BLOCK_B"] + c.kwargs["BLOCK_N"] + c.kwargs["BLOCK_P"]  # noqa: E731
+    blocks = lambda c: c.kwargs["BLOCK_N"] + c.kwargs["BLOCK_K"]  # noqa: E731
     assert len(tiny) == 1 and blocks(tiny[0]) == min(map(blocks, tuner.configs))
