@@ -8,6 +8,7 @@ HELP = "reproduce the paper's Tables 2-6 / Figures 2-4 (mean and 95% CI over see
 def add_arguments(parser) -> None:
     from daenr_fast.experiments.executors import EXECUTORS, RAY_INSTALL
     from daenr_fast.experiments.grid_worker import DEFAULT_GRID_SIZE
+    sizes = ", ".join(f"{size} on {device}" for device, size in DEFAULT_GRID_SIZE.items())
     from daenr_fast.experiments.tables import TARGETS
 
     parser.add_argument("target", choices=TARGETS, help="table2 ... table6, figures (Figs. 2-4) or all")
@@ -28,9 +29,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="override the protocol's step cap")
     parser.add_argument("--patience", type=int, default=None, help="override the protocol's patience (steps)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
-    parser.add_argument("--grid", type=int, nargs="?", const=DEFAULT_GRID_SIZE, default=None, metavar="G",
+    parser.add_argument("--grid", type=_grid_count, nargs="?", const="auto", default=None, metavar="G",
                         help=f"train the runs of one model and layer (seeds, alpha:beta, regions of equal size) as "
-                             f"grids of up to G stacked models in one process (default G {DEFAULT_GRID_SIZE}); "
+                             f"grids of up to G stacked models in one process (default G: {sizes}); "
                              f"models whose forward draws random numbers (VAE, VQ-VAE, dropout) still train alone")
     parser.add_argument("--executor", choices=EXECUTORS, default=EXECUTORS[0],
                         help=f"where the runs train: local processes (default) or Ray tasks on a Ray cluster "
@@ -54,7 +55,7 @@ def run(args) -> int:
 
     if args.seeds < 1 or args.jobs < 1:
         raise ValueError("--seeds and --jobs must be at least 1")
-    if args.grid is not None and args.grid < 1:
+    if args.grid not in (None, "auto") and args.grid < 1:
         raise ValueError(f"--grid must be at least 1 (runs per grid), got {args.grid}")
     protocol = (QUICK if args.quick else PAPER).with_overrides(max_steps=args.max_steps, patience=args.patience)
     regions = tuple(sorted(set(args.regions)))
@@ -68,7 +69,7 @@ def run(args) -> int:
               f"data {args.data}, {executor.describe(threads)}", flush=True)
         summary = run_sweep(arms, seeds, protocol, args.data, args.out, jobs=args.jobs, threads=threads,
                             device=args.device, log=lambda line: print(line, flush=True), executor=executor,
-                            grid=args.grid)
+                            grid=_grid_size(args.grid, executor.job_device(args.device)))
     finally:
         executor.close()
     path = write_report(args.out, args.target, regions, seeds, protocol, args.data, summary, args.jobs, threads)
@@ -80,3 +81,15 @@ def run(args) -> int:
     print(f"wall time {summary.wall_seconds:.0f} s ({summary.trained} trained, {summary.reused} reused, "
           f"{summary.failed} failed); report: {path}")
     return 1 if summary.failed else 0
+
+
+def _grid_count(text: str):
+    """``--grid`` value: ``auto`` (the device's default) or a number of runs."""
+    return text if text == "auto" else int(text)
+
+
+def _grid_size(grid, device: str):
+    """Runs per grid: None (no grids), the device's default for a bare ``--grid``, else the given number."""
+    from daenr_fast.experiments.grid_worker import default_grid_size
+
+    return default_grid_size(device) if grid == "auto" else grid

@@ -14,23 +14,34 @@ from __future__ import annotations
 import time
 import traceback
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from daenr_fast.experiments.worker import (INTERNAL, RECON_NAME, _config, _dataset, _row, _save_reconstructions,
                                           execute)
 
 #: the key of a grid job holding its member jobs
 GRID_KEY = "grid"
-#: default number of runs per grid
-DEFAULT_GRID_SIZE = 32
+#: default number of runs per grid by device type: a GPU is filled by large grids; on CPU the grouped
+#: convolutions of a grid of 32 ran slower than 32 separate runs, a grid of 8 as fast (benchmarks/results/cpu/e2e.md)
+DEFAULT_GRID_SIZE = {"cpu": 8, "cuda": 32}
 
 
-def group_jobs(jobs: Sequence[dict], size: int = DEFAULT_GRID_SIZE) -> List[dict]:
-    """``jobs`` with the runs that can share a grid merged into grid jobs of at most ``size`` runs (in order of
-    first appearance); runs that cannot stack (:func:`~daenr_fast.train.grid.stackable`) or have no partner stay
-    single jobs."""
+def default_grid_size(device: str) -> int:
+    """:data:`DEFAULT_GRID_SIZE` of ``device`` (``cpu``, ``cuda``, ``cuda:N`` or ``auto``)."""
+    import torch
+
+    kind = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device).type
+    return DEFAULT_GRID_SIZE.get(kind, DEFAULT_GRID_SIZE["cpu"])
+
+
+def group_jobs(jobs: Sequence[dict], size: Optional[int] = None) -> List[dict]:
+    """``jobs`` with the runs that can share a grid merged into grid jobs of at most ``size`` runs (None: the
+    :func:`default_grid_size` of the jobs' device), in order of first appearance; runs that cannot stack
+    (:func:`~daenr_fast.train.grid.unstackable`) or have no partner stay single jobs."""
     from daenr_fast.train.grid import grid_key
 
+    if size is None:
+        size = default_grid_size(jobs[0]["device"]) if jobs else 1
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"the grid size must be an integer >= 1, got {size!r}")
     groups: Dict[str, List[dict]] = {}

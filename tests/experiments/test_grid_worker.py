@@ -3,7 +3,7 @@ import pytest
 
 from daenr_fast.cli import main
 from daenr_fast.experiments import sweep as S
-from daenr_fast.experiments.grid_worker import GRID_KEY, group_jobs, member_jobs
+from daenr_fast.experiments.grid_worker import GRID_KEY, default_grid_size, group_jobs, member_jobs
 from daenr_fast.experiments.protocol import Protocol
 from daenr_fast.experiments.tables import baseline_arm, preset_arm
 
@@ -32,6 +32,7 @@ def test_group_jobs_merges_one_model_and_layer(tmp_path):
     assert [len(member_jobs(j)) for j in group_jobs(jobs[2:6], size=3)] == [3, 1]
     with pytest.raises(ValueError, match="grid size must be an integer >= 1"):
         group_jobs(jobs, size=0)
+    assert (default_grid_size("cpu"), default_grid_size("cuda:1")) == (8, 32)
 
 
 @pytest.fixture(scope="module")
