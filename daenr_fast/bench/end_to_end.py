@@ -270,8 +270,10 @@ def save(out_dir: Path, meta: dict, rows: list[dict]) -> list[Path]:
     paths = [out_dir / "e2e.json", out_dir / "e2e.csv", out_dir / "e2e.md"]
     report.write_json(paths[0], meta, rows)
     report.write_csv(paths[1], meta, rows, keys=ROW_KEYS)
+    load = (f"; load average (1, 5, 15 min) {meta['loadavg_before']} before, {meta['loadavg_after']} after"
+            if meta.get("loadavg_before") and meta.get("loadavg_after") else "")
     md = [f"Machine: {meta.get('cpu')} ({meta.get('torch_threads')} threads)"
-          + (f", GPU {meta['gpu']}" if meta.get("gpu") else "") + f"; {meta.get('date')}.",
+          + (f", GPU {meta['gpu']}" if meta.get("gpu") else "") + f"; {meta.get('date')}{load}.",
           f"Command: `{meta.get('command')}`", "",
           "| benchmark | config | variant | step ms (IQR) | steps/s | vs torch backend |", "|---|---|---|---|---|---|"]
     grid = [r for r in rows if r["benchmark"] == GRID_BENCHMARK]
