@@ -9,7 +9,8 @@
 #   readout          factorized readout fwd and fwd+bwd at the paper, mid and Sensorium sizes, float32 (the Triton
 #                    backend in each precision: tf32x3, ieee, tf32) and bfloat16, against the einsum reference;
 #                    the max error of each against float64, and the float32 targets (readout.json)
-#   cuda_tests       pytest tests -m cuda: every GPU backend on CUDA tensors, so the Triton tests on real Triton
+#   cuda_tests       pytest -m cuda (the test folders with GPU cases): every GPU backend on CUDA tensors, so the
+#                    Triton tests on real Triton
 #                    (precision modes within their error bounds, every autotuning candidate), DAENR_FAST_EXPECT_COMPILED
 #   bench_f32        daenr bench --device cuda, float32, readout/poisson/vq (with the 16M-element Poisson tier)
 #   bench_bf16       the same in bfloat16
@@ -245,7 +246,9 @@ EOF
 
 XDIST=()  # pytest-xdist, where installed, spreads the tests (and Triton's compiles) over 8 processes
 [ "$DRY" = 1 ] || { "$PYTHON" -c "import xdist" 2>/dev/null && XDIST=(-n 8); }
-step cuda_tests 150 env DAENR_FAST_EXPECT_COMPILED=1 "$PYTHON" -m pytest tests -m cuda "${XDIST[@]}" \
+CUDA_TEST_PATHS=(tests/ops tests/nn tests/fuzz tests/bench tests/test_build.py tests/test_dispatch.py)  # every cuda mark
+step cuda_tests 150 env DAENR_FAST_EXPECT_COMPILED=1 "$PYTHON" -m pytest "${CUDA_TEST_PATHS[@]}" -m cuda "${XDIST[@]}" \
+  --continue-on-collection-errors \
   "${TEST_ONLY[@]}" -q -rfEs -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml"
 
 step bench_f32 100 "$PYTHON" -m daenr_fast.cli bench --device "$DEVICE" --ops readout,poisson,vq "${BENCH_SIZE[@]}" \

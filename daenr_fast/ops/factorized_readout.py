@@ -24,8 +24,8 @@ variable; the torch, cpu and cuda backends always multiply float32 exactly):
   rounding of the low parts leave a relative error per product of at most 3u^2 (u = 2^-10, the TF32 unit
   roundoff when the tensor cores truncate; 2^-11 when they round to nearest): float32 accuracy at the readout's
   sizes (inside the float32 test tolerance of the float64 reference).
-* ``"ieee"``: FMA units, exact float32 products (per product 2^-24, plus 2^-24 where a FUSED tile rounds the
-  factorized operand).
+* ``"ieee"``: FMA units, exact float32 products (per product 2^-24, plus 2^-24 where a gradient kernel rounds a
+  product of two factors, gy[b,n] w[n,c], to float32 before its dot).
 * ``"tf32"``: one TF32 product, an explicit opt-in: each factor is rounded to 10 mantissa bits, so a product is
   off by up to 2u + u^2 relative (u = 2^-10 truncating), and a result by up to that times sum |terms|
   (e.g. y[b,n]: sum_{c,p} |x[b,c,p] m[n,p] w[n,c]|), some 2e-3 of it, against float32's ~1e-7.
@@ -54,8 +54,8 @@ PRECISION_ENV = "DAENR_FAST_READOUT_PRECISION"
 _TF32_UNIT = 2.0 ** -10  # TF32 unit roundoff when the tensor cores truncate (2^-11 when they round to nearest)
 
 #: precision -> bound on the relative error of one float32 product of the Triton backend (see the module docstring):
-#: the factor error (1 + e_a)(1 + e_b) - 1, plus 2^-23 for the float32 rounding of the product and of a FUSED
-#: tile's factorized operand.
+#: the factor error (1 + e_a)(1 + e_b) - 1, plus 2^-23 for the float32 rounding of the product and of an operand
+#: that is itself a product (gy[b,n] w[n,c] in the gradient kernels).
 PRODUCT_ERROR = {
     "tf32x3": 3 * _TF32_UNIT ** 2 + 2.0 ** -23,
     "ieee": 2.0 ** -23,

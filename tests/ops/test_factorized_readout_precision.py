@@ -255,9 +255,9 @@ def test_tf32_rounding_emulation():
 
 @pytest.mark.parametrize("rounding", ["nearest", "truncate"])
 def test_tf32_readout_error_is_within_the_bound_and_above_float32(rounding):
-    """A plain-TF32 readout emulated in float64 (x and the factorized operand spatial*features rounded to TF32):
-    its error against the float64 truth stays within PRODUCT_ERROR["tf32"] * S and exceeds the float32 test
-    tolerance (so the mode needs a tolerance of its own)."""
+    """A plain-TF32 readout emulated in float64, x and the product spatial*features (the worst case: an operand
+    that is itself a rounded product) rounded to TF32: its error against the float64 truth stays within
+    PRODUCT_ERROR["tf32"] * S and exceeds the float32 test tolerance (so the mode needs a tolerance of its own)."""
     x, m, w, _ = readout_inputs(8, 16, 8, 8, 24)
     truth = reference.factorized_readout(x.double(), m.double(), w.double())
     operand = (m[:, None] * w[:, :, None, None])  # (N,C,H,W) float32 products
