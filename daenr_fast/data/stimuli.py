@@ -144,18 +144,26 @@ def natural_patches(n: int, rng: np.random.Generator, size: int = 31, scale_weig
 
 def display(patches: np.ndarray, spec: StimulusSpec, rng: np.random.Generator) -> np.ndarray:
     """Patches (n, S, S) shown as ``spec`` says (module docstring): (n, S, S) float32 in [0, 1], 8-bit levels."""
-    p = np.asarray(patches, dtype=np.float64)
-    n = len(p)
-    z = (p - p.mean(axis=(1, 2), keepdims=True)) / p.std(axis=(1, 2), keepdims=True)
-    mu = np.clip(rng.normal(spec.mean, spec.mean_spread, n), 0.05, 0.95)
-    amp = spec.amplitude * np.exp(spec.amplitude_spread * rng.standard_normal(n))
-    mu, amp = mu[:, None, None], amp[:, None, None]
+    x = np.array(patches, dtype=np.float32)
+    n = len(x)
+    mean, std = x.mean(axis=(1, 2), keepdims=True), x.std(axis=(1, 2), keepdims=True)
+    mu = np.clip(rng.normal(spec.mean, spec.mean_spread, n), 0.05, 0.95).astype(np.float32)[:, None, None]
+    amp = (spec.amplitude * np.exp(spec.amplitude_spread * rng.standard_normal(n))).astype(np.float32)[:, None, None]
+    x -= mean
+    x *= amp / std  # s z
     if spec.soft_range:
         head = np.minimum(mu, 1.0 - mu)
-        x = mu + head * np.tanh(amp * z / head)
+        x /= head
+        np.tanh(x, out=x)
+        x *= head
+        x += mu
     else:
-        x = np.clip(mu + amp * z, 0.0, 1.0)
-    return (np.rint(x * (LEVELS - 1)) / (LEVELS - 1)).astype(np.float32)
+        x += mu
+        np.clip(x, 0.0, 1.0, out=x)
+    x *= LEVELS - 1
+    np.rint(x, out=x)
+    x /= LEVELS - 1
+    return x
 
 
 def stimuli(n: int, spec: StimulusSpec, rng: np.random.Generator, size: int = 31) -> np.ndarray:
