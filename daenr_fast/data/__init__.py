@@ -5,7 +5,8 @@ paper's preprocessing.
   :class:`NeuralDataset`; :func:`save_npz` / :func:`load_npz` write and read the generic format.
 * :func:`prepare` resizes to 32 x 32, maps intensities to [-1, 1] and splits into :class:`Splits`.
 * :func:`ground_truth_for` / :class:`GroundTruth` give a simulated region's noise-free rates for any image.
-* :func:`stats` computes the response statistics the simulator is calibrated to.
+* :func:`stats` computes the response and test-image statistics the simulator is calibrated to; the image
+  statistics themselves (RMS contrast, spectrum slope, intensity distribution) are in :mod:`.image_stats`.
 """
 from .antolik import load_antolik
 from .dataset import DataError, MissingDataFile, NeuralDataset, validate
