@@ -240,8 +240,47 @@ def examples_figure(path: Path, runs: dict, neurons) -> None:
     plt.close(fig)
 
 
+def _side(entry) -> str:
+    """Where a fraction's interval lies relative to one half."""
+    if entry["low"] is None or not np.isfinite(entry["low"]):
+        return "one seed: no interval"
+    if entry["low"] > 0.5:
+        return "more often than not"
+    if entry["high"] < 0.5:
+        return "less often than not"
+    return "about as often as not (the interval contains 50%)"
+
+
+def answer(agg: dict) -> list:
+    """The answer in words, computed from the numbers (the same sentences whichever way they fall)."""
+    s = agg["summary"]
+    f, st = s["fractions"], s["image_stats"]
+    pct = lambda e: _fmt(e, ".0f", pct=True)  # noqa: E731
+    nat = st["natural"]
+    return [
+        "## Answer",
+        "",
+        f"* On the true neurons the decoder image beats the pixel image of the same model (CAE-FR2) for "
+        f"{pct(f['decoder>pixel_cae'])} of the neurons ({_side(f['decoder>pixel_cae'])}), and the pixel image of "
+        f"CNN-FR2 for {pct(f['decoder>pixel_cnn'])} ({_side(f['decoder>pixel_cnn'])}).",
+        f"* Against the best natural test image (highest recorded response) the decoder image wins for "
+        f"{pct(f['decoder>natural'])} of the neurons, the pixel images for {pct(f['pixel_cae>natural'])} "
+        f"(CAE-FR2) and {pct(f['pixel_cnn>natural'])} (CNN-FR2), while the models predicted their synthesised image "
+        f"to beat it for {pct(s['predicted_beats_natural']['decoder'])} (decoder), "
+        f"{pct(s['predicted_beats_natural']['pixel_cae'])} (pixel, CAE-FR2) and "
+        f"{pct(s['predicted_beats_natural']['pixel_cnn'])} (pixel, CNN-FR2) of the neurons.",
+        f"* How natural: RMS contrast {_fmt(st['decoder']['rms_contrast_mean'])} (decoder), "
+        f"{_fmt(st['pixel_cae']['rms_contrast_mean'])} / {_fmt(st['pixel_cnn']['rms_contrast_mean'])} (pixel) vs "
+        f"{_fmt(nat['rms_contrast_mean'])} (best natural images); spectrum slope "
+        f"{_fmt(st['decoder']['spectrum_slope_mean'])} (decoder) vs {_fmt(st['pixel_cae']['spectrum_slope_mean'])} / "
+        f"{_fmt(st['pixel_cnn']['spectrum_slope_mean'])} (pixel) vs {_fmt(nat['spectrum_slope_mean'])} (best natural; "
+        f"all natural test images: {agg['natural_reference']['spectrum_slope_mean']:.2f} per image, RMS contrast "
+        f"{agg['natural_reference']['rms_contrast_mean']:.2f}).",
+        "",
+    ] if "natural_reference" in agg else []
+
+
 def write_markdown(path: Path, agg: dict, settings: dict, minutes: float) -> None:
-    from daenr_fast.data.ground_truth import SIMULATOR_VERSION
     from daenr_fast.experiments.protocol import QUICK
 
     s = agg["summary"]
@@ -250,7 +289,7 @@ def write_markdown(path: Path, agg: dict, settings: dict, minutes: float) -> Non
     lines = [
         "# Synthesis: decoder images vs pixel images vs natural images, judged by the true neurons",
         "",
-        f"Simulated region {REGION} (simulator version {SIMULATOR_VERSION}; {n_neurons} "
+        f"Simulated region {REGION} (simulator version {settings.get('simulator_version', '?')}; {n_neurons} "
         f"neurons), seeds {', '.join(map(str, agg['seeds']))}; CAE-FR2 (Table 9 weights, alpha 0.4, beta 1) and "
         f"CNN-FR2 (Poisson loss only) trained with the **{settings['protocol']} protocol** (at most "
         f"{settings['max_steps']} steps, batch {QUICK.batch_size}, patience {QUICK.patience}): not the paper's "
@@ -262,6 +301,7 @@ def write_markdown(path: Path, agg: dict, settings: dict, minutes: float) -> Non
         "",
         "Command: `python -m daenr_fast.synthesis.experiment --out benchmarks/results/synthesis`",
         "",
+        *answer(agg),
         "## Which image drives the true neuron more (fraction of neurons, true rate)",
         "",
         "| comparison | fraction of neurons |",
@@ -293,6 +333,27 @@ def write_markdown(path: Path, agg: dict, settings: dict, minutes: float) -> Non
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+def write_results(agg: dict, out: Path, work: Path) -> None:
+    """Complete ``agg`` from WORK (the natural test images' statistics, the simulator version of the snapshot)
+    and write ``results.json`` and ``report.md``."""
+    from daenr_fast.data.ground_truth import GroundTruth
+    from daenr_fast.train.evaluate import json_safe
+
+    table = work / "runs" / f"{ARMS[0][0].lower()}-seed{agg['seeds'][0]}" / "synthesis" / R.JSON_NAME
+    agg["natural_reference"] = json.loads(table.read_text())["natural_reference"]
+    agg["settings"]["simulator_version"] = GroundTruth.load(work / "ground_truth.npz").version
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(json_safe(agg), indent=1) + "\n", encoding="utf-8")
+    write_markdown(out / "report.md", agg, agg["settings"], agg["wall_minutes"])
+
+
+def rebuild(out: Path, work: Path) -> None:
+    """Rewrite ``report.md`` (and complete ``results.json``) from an earlier run's files, without recomputing."""
+    agg = json.loads((out / "results.json").read_text())
+    agg["seeds"] = [int(seed) for seed in agg["seeds"]]
+    write_results(agg, out, work)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m daenr_fast.synthesis.experiment",
                                      description=__doc__.split("\n")[0])
@@ -305,11 +366,17 @@ def main(argv=None) -> int:
     parser.add_argument("--restarts", type=int, default=RESTARTS, help=f"restarts (default {RESTARTS})")
     parser.add_argument("--max-steps", type=int, default=None, help="training step cap (default: the quick "
                         "protocol's)")
+    parser.add_argument("--rebuild", action="store_true", help="only rewrite report.md from OUT/results.json and "
+                        "WORK (no training, no synthesis)")
     args = parser.parse_args(argv)
     from daenr_fast.experiments.protocol import QUICK
 
     work, out = Path(args.work), Path(args.out)
     log = lambda line: print(line, flush=True)  # noqa: E731
+    if args.rebuild:
+        rebuild(out, work)
+        log(f"wrote {out}/report.md")
+        return 0
     start = time.perf_counter()
     data = snapshot(work)
     per_seed = {}
@@ -317,16 +384,12 @@ def main(argv=None) -> int:
         per_seed[seed] = {arm[0]: synthesize_run(train_arm(work, data, arm, seed, log, args.max_steps), log,
                                                  args.neurons, args.steps, args.restarts) for arm in ARMS}
     agg = aggregate(per_seed)
-    minutes = (time.perf_counter() - start) / 60
-    agg["wall_minutes"] = minutes
+    agg["wall_minutes"] = (time.perf_counter() - start) / 60
     agg["settings"] = {"steps": args.steps, "restarts": args.restarts, "objective": "max", "region": REGION,
                        "protocol": "quick" if args.max_steps is None else f"quick, max_steps {args.max_steps}",
                        "max_steps": args.max_steps or QUICK.max_steps,
                        **per_seed[args.seeds[0]]["CAE-FR2"]["table"]["settings"]}
-    out.mkdir(parents=True, exist_ok=True)
-    from daenr_fast.train.evaluate import json_safe
-
-    (out / "results.json").write_text(json.dumps(json_safe(agg), indent=1) + "\n", encoding="utf-8")
+    write_results(agg, out, work)
     first = per_seed[args.seeds[0]]
     test_images = first["CAE-FR2"]["result"].run.splits.tensors("test")[0][:, 0].numpy()
     point_stats = {"natural_test": R.per_image_stats(test_images)}
@@ -334,8 +397,7 @@ def main(argv=None) -> int:
         point_stats[key] = R.per_image_stats(first[label]["result"].methods[method].images)
     summary_figure(out / "summary.png", agg, point_stats)
     examples_figure(out / "examples.png", first, neurons=list(range(min(6, len(first["CAE-FR2"]["result"].neurons)))))
-    write_markdown(out / "report.md", agg, agg["settings"], minutes)
-    log(f"wrote {out}/report.md ({minutes:.0f} min)")
+    log(f"wrote {out}/report.md ({agg['wall_minutes']:.0f} min)")
     return 0
 
 
