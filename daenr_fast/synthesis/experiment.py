@@ -301,6 +301,15 @@ def write_markdown(path: Path, agg: dict, settings: dict, minutes: float) -> Non
         "",
         "Command: `python -m daenr_fast.synthesis.experiment --out benchmarks/results/synthesis`",
         "",
+        "Methods (`daenr synthesize`): *decoder*: Adam on the whitened CAE latent (principal components of the "
+        "training images' latents explaining 99% of their variance, scaled to unit variance), kept inside the ball "
+        "that holds 95% of the natural images' latents; *pixel*: normalised gradient steps on the image, gradient "
+        "blurred with a Gaussian (sigma 1 px), image clipped to [-1, 1] and its contrast energy "
+        "`||x - mean||` bounded by the 95th percentile of the natural images'. Both start from the same natural "
+        "training images and keep the best iterate under the model. *true rate*: the simulator's noise-free rate "
+        "of the image (the neurons are defined on the 32 x 32 model images; rates beyond the natural range "
+        "extrapolate). A win is a strictly higher true rate.",
+        "",
         *answer(agg),
         "## Which image drives the true neuron more (fraction of neurons, true rate)",
         "",
