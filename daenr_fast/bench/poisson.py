@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     result = host_overhead(args.device, args.dtype, args.calls, args.repeats)
     print(f"host overhead per eager call, {OP_NAME} at {result['shape']}, {args.device} {args.dtype}:")
     for row in result["rows"]:
-        print(f"  {row['impl']:24s} {row['mode']:8s} {row['host_us']:9.1f} us  (min {row['min_us']:.1f})")
+        print(f"  {row['impl']:30s} {row['mode']:8s} {row['host_us']:9.1f} us  (min {row['min_us']:.1f})")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)
