@@ -209,10 +209,12 @@ _POOLED = {
              dict(BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=4)],
 }
 
-#: kernel -> tile class -> candidate tiles of the autotuner (block sizes, FUSED, num_warps, num_stages). Classes:
-#: ``fma`` float32 tiles in "ieee" (FMA units), ``mma`` float32 tiles on tensor cores ("tf32x3", "tf32"; also
-#: grad x of fp16/bf16, which contracts float32 products in 3xTF32), ``half`` fp16/bf16 tiles (FUSED stays 0 so that
-#: their products stay exact). Every candidate is run by the interpreter tests (tests/ops/).
+#: kernel -> tile class -> candidate tiles of the autotuner (block sizes, grad spatial's FUSED, num_warps,
+#: num_stages). Classes: ``fma`` float32 tiles in "ieee" (FMA units), ``mma`` float32 tiles on tensor cores
+#: ("tf32x3", "tf32"; also grad x of fp16/bf16, which contracts float32 products in 3xTF32), ``half`` fp16/bf16 tiles
+#: (grad spatial's FUSED stays 0 so that their products stay exact). Every candidate runs in the interpreter tests
+#: (tests/ops/test_factorized_readout_precision.py); on sm_90 (compiled ahead of time) all but three fp16/bf16
+#: gradient candidates run without spilling registers.
 TILE_CONFIGS: dict[str, dict[str, list[dict]]] = {
     "forward": _POOLED,
     "grad_x": {
