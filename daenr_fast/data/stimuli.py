@@ -11,7 +11,9 @@ luminance ``mu`` and RMS amplitude ``s``, clipped to the display range and quant
     x = round(255 * clip(mu + s z, 0, 1)) / 255,    mu ~ N(mean, mean_spread) clipped to [0.05, 0.95],
                                                     s ~ LogNormal(log(amplitude), amplitude_spread)
 
-(or, with ``soft_range``, compressed into (0, 1) instead of clipped).
+(or, with ``soft_range``, compressed into (0, 1) instead of clipped). The photographs, ``mu`` and ``s`` are
+drawn evenly over consecutive stimuli (shuffled blocks, strata), so that a set of 50 has the statistics of the
+whole.
 
 Intensities are in [0, 1] (0 = black), as float32.
 """
@@ -34,6 +36,9 @@ SCALES = (1, 2, 3, 4)
 MIN_PATCH_STD = 0.02
 #: Display levels: stimuli are quantised to ``LEVELS`` grey levels (8 bits).
 LEVELS = 256
+#: Per-image luminance and amplitude are drawn stratified in blocks of this many consecutive stimuli, so that any
+#: run of stimuli (e.g. the 50 test images) spans their distributions evenly.
+STRATA = 10
 
 
 @dataclass(frozen=True)
@@ -142,13 +147,24 @@ def natural_patches(n: int, rng: np.random.Generator, size: int = 31, scale_weig
     return np.concatenate(kept)[:n].astype(np.float32)
 
 
+def _stratified_normal(n: int, rng: np.random.Generator, block: int = STRATA) -> np.ndarray:
+    """(n,) standard-normal draws stratified in consecutive blocks of ``block``: each block holds one draw from
+    each of ``block`` equal-probability strata (Latin hypercube), in random order."""
+    from scipy.special import ndtri
+
+    blocks = -(-n // block)
+    strata = np.argsort(rng.random((blocks, block)), axis=1)
+    return ndtri((strata + rng.random((blocks, block))) / block).ravel()[:n]
+
+
 def display(patches: np.ndarray, spec: StimulusSpec, rng: np.random.Generator) -> np.ndarray:
     """Patches (n, S, S) shown as ``spec`` says (module docstring): (n, S, S) float32 in [0, 1], 8-bit levels."""
     x = np.array(patches, dtype=np.float32)
     n = len(x)
     mean, std = x.mean(axis=(1, 2), keepdims=True), x.std(axis=(1, 2), keepdims=True)
-    mu = np.clip(rng.normal(spec.mean, spec.mean_spread, n), 0.05, 0.95).astype(np.float32)[:, None, None]
-    amp = (spec.amplitude * np.exp(spec.amplitude_spread * rng.standard_normal(n))).astype(np.float32)[:, None, None]
+    mu = np.clip(spec.mean + spec.mean_spread * _stratified_normal(n, rng), 0.05, 0.95)
+    amp = spec.amplitude * np.exp(spec.amplitude_spread * _stratified_normal(n, rng))
+    mu, amp = (v.astype(np.float32)[:, None, None] for v in (mu, amp))
     x -= mean
     x *= amp / std  # s z
     if spec.soft_range:
