@@ -5,7 +5,7 @@ from types import SimpleNamespace as NS
 import numpy as np
 import pytest
 
-from daenr_fast.synthesis.experiment import aggregate
+from daenr_fast.synthesis.experiment import aggregate, derived
 
 STATS = {"rms_contrast_mean": 0.4, "spectrum_slope_mean": -2.5, "spectrum_slope_of_set": -2.4,
          "intensity_distance_to_natural": 0.03}
@@ -43,3 +43,7 @@ def test_fractions_ratios_and_intervals(tmp_path):
     s = agg["summary"]["fractions"]["decoder>pixel_cae"]
     assert s["mean"] == pytest.approx(5 / 6) and s["n"] == 2 and s["low"] < s["mean"] < s["high"]
     assert agg["summary"]["test_pcc"]["CAE-FR2"]["mean"] == pytest.approx(0.55)
+    assert rows["0"]["far_beyond_natural"]["decoder"] == 0.0 and rows["0"]["median_true"]["pixel_cnn"] == 3.0
+    # what --rebuild recomputes from the saved per-neuron rates is what the run computed
+    again = derived(json.loads(json.dumps(rows["0"])))
+    assert all(rows["0"][key] == value for key, value in again.items())
