@@ -9,7 +9,8 @@ HELP = ("images that maximise (or set) chosen neurons' predicted rates, through 
 def add_arguments(parser) -> None:
     from daenr_fast.synthesis.synthesize import DEFAULT_RESTARTS, DEFAULT_SEED, DEFAULT_STEPS
 
-    parser.add_argument("run_dir", metavar="RUN", help="a folder written by daenr train (a joint model or CNN baseline)")
+    parser.add_argument("run_dir", metavar="RUN",
+                        help="a folder written by daenr train (a joint model or a CNN baseline)")
     parser.add_argument("--neurons", required=True,
                         help="comma-separated neuron indices (0-based, the data's order), or 'all'")
     parser.add_argument("--method", default=None,
