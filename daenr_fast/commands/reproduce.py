@@ -10,6 +10,7 @@ def add_arguments(parser) -> None:
     from daenr_fast.experiments.grid_worker import DEFAULT_GRID_SIZE
     sizes = ", ".join(f"{size} on {device}" for device, size in DEFAULT_GRID_SIZE.items())
     from daenr_fast.experiments.tables import TARGETS
+    from daenr_fast.train.config import PAPER_SCALING, REDUCTIONS
 
     parser.add_argument("target", choices=TARGETS, help="table2 ... table6, figures (Figs. 2-4) or all")
     parser.add_argument("--data", default="sim",
@@ -28,6 +29,12 @@ def add_arguments(parser) -> None:
                         help="regions to include (default 1 2 3)")
     parser.add_argument("--max-steps", type=int, default=None, help="override the protocol's step cap")
     parser.add_argument("--patience", type=int, default=None, help="override the protocol's patience (steps)")
+    parser.add_argument("--recon-reduction", choices=REDUCTIONS, default=None,
+                        help="override the loss scaling: image term summed or averaged over pixels "
+                             f"(default {PAPER_SCALING[0]})")
+    parser.add_argument("--response-reduction", choices=REDUCTIONS, default=None,
+                        help="override the loss scaling: Poisson term summed or averaged over neurons "
+                             f"(default {PAPER_SCALING[1]})")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     parser.add_argument("--grid", type=_grid_count, nargs="?", const="auto", default=None, metavar="G",
                         help=f"train the runs of one model and layer (seeds, alpha:beta, regions of equal size) as "
@@ -57,7 +64,9 @@ def run(args) -> int:
         raise ValueError("--seeds and --jobs must be at least 1")
     if args.grid not in (None, "auto") and args.grid < 1:
         raise ValueError(f"--grid must be at least 1 (runs per grid), got {args.grid}")
-    protocol = (QUICK if args.quick else PAPER).with_overrides(max_steps=args.max_steps, patience=args.patience)
+    protocol = (QUICK if args.quick else PAPER).with_overrides(
+        max_steps=args.max_steps, patience=args.patience, recon_reduction=args.recon_reduction,
+        response_reduction=args.response_reduction)
     regions = tuple(sorted(set(args.regions)))
     seeds = list(range(args.seeds))
     arms = arms_for(args.target, regions)

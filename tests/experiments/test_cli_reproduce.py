@@ -1,5 +1,6 @@
 """``daenr reproduce`` and ``daenr demo`` end to end on a tiny data set with a few steps per run."""
 import csv
+import json
 
 import pytest
 
@@ -49,3 +50,22 @@ def test_unknown_target_is_refused(capsys):
     with pytest.raises(SystemExit) as err:
         main(["reproduce", "table9"])
     assert err.value.code == 2
+
+
+def test_loss_scaling_override_reaches_every_run(tiny_data, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["reproduce", "table2", "--data", tiny_data, "--regions", "3", "--seeds", "1", "--quick",
+            "--max-steps", "2", "--jobs", "1", "--threads", "1", "--device", "cpu", "--out", str(out),
+            "--recon-reduction", "sum", "--response-reduction", "mean"]
+    assert main(args) == 0
+    configs = [json.loads(p.read_text()) for p in (out / "runs").glob("*/config.json")]
+    assert len(configs) == 5
+    assert {(c["recon_reduction"], c["response_reduction"]) for c in configs} == {("sum", "mean")}
+    assert "recon_reduction sum, response_reduction mean" in (out / "table2" / "report.md").read_text()
+
+
+def test_unknown_loss_scaling_is_refused(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["reproduce", "table2", "--recon-reduction", "median"])
+    assert err.value.code == 2
+    assert "sum" in capsys.readouterr().err
