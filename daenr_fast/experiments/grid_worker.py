@@ -21,8 +21,9 @@ from daenr_fast.experiments.worker import (INTERNAL, RECON_NAME, _config, _datas
 
 #: the key of a grid job holding its member jobs
 GRID_KEY = "grid"
-#: default number of runs per grid by device type: a GPU is filled by large grids; on CPU the grouped
-#: convolutions of a grid of 32 ran slower than 32 separate runs, a grid of 8 as fast (benchmarks/results/cpu/e2e.md)
+#: default number of runs per grid by device type: large grids are meant to fill a GPU; on CPU a grid stepped
+#: 0.92x as many models per second as separate runs at 8 and 0.54x at 32 (grouped convolutions,
+#: benchmarks/results/cpu/e2e.md), so grids there only group small sets
 DEFAULT_GRID_SIZE = {"cpu": 8, "cuda": 32}
 
 
