@@ -43,7 +43,7 @@ MODEL_NAMES = JOINT_MODELS + BASELINES + EXTRA_MODELS
 
 #: default L1 weight of the FR / FM / GR penalties, chosen on validation splits (see
 #: :data:`daenr_fast.experiments.protocol.SILENT_CHOICES`, "readout regularisation")
-READOUT_L1 = 0.01
+READOUT_L1 = 0.03
 #: default GR initialisation, chosen on validation splits (SILENT_CHOICES, "Gaussian readout")
 GR_INIT = "rf"
 
