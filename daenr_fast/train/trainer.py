@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from daenr_fast.models.readouts import FixedMaskReadout, inverse_activation
+from daenr_fast.models.readouts import inverse_activation
 from daenr_fast.models.registry import build_model, display_name
 from daenr_fast.train.checkpoint import (CHECKPOINT_NAME, PREVIOUS_NAME, CheckpointWarning, RunCheckpoint,
                                          capture_rng_states, has_checkpoint, load_run_checkpoint,
@@ -141,11 +141,12 @@ def deterministic_mode(enabled: bool):
 
 def prepare_model(config: TrainConfig, train_images: Tensor, train_responses: Tensor, n_neurons: int,
                   device: torch.device) -> nn.Module:
-    """Build the model, fit an FM readout's fixed masks to the training data and set the readout bias to the
-    inverse activation of the mean training response (so training starts at the mean rate)."""
+    """Build the model, fit the readout to the training data where it has a ``fit`` hook (an FM readout's fixed
+    masks, a GR readout's initial positions) and set the readout bias to the inverse activation of the mean
+    training response (so training starts at the mean rate)."""
     model = build_model(config.model, layer=config.layer, n_neurons=n_neurons, **config.model_options)
     if model.has_readout:
-        if isinstance(model.readout, FixedMaskReadout):
+        if callable(getattr(model.readout, "fit", None)):
             model.readout.fit(train_images, train_responses)
         with torch.no_grad():
             model.readout.bias.copy_(inverse_activation(train_responses.mean(0), config.response_activation))
