@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps (default 500)")
     g.add_argument("--deterministic", action="store_true", help="use deterministic algorithms")
     g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--compile", action="store_true",
+                   help="run the training steps' forward under torch.compile (mode reduce-overhead, CUDA graphs, "
+                        "on CUDA; the default mode on CPU); not saved with the run")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (from checkpoint.prev.pt, with a warning, "
                         "when checkpoint.pt is damaged)")
@@ -160,7 +163,7 @@ def run(args) -> int:
     print(f"daenr train: {config.model} layer {config.layer} on {config.data} "
           f"(alpha {config.alpha:g}, beta {config.beta:g}, reconstruction {config.recon_reduction} over pixels, "
           f"response {config.response_reduction} over neurons, seed {config.seed}) -> {config.out}")
-    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    result = train(config, resume=args.resume, overwrite=args.overwrite, compile=args.compile)
     print(format_table(result.metrics))
     share = result.metrics.get("gradient_share", {}).get("mean", {})
     if share:

@@ -114,6 +114,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def compile_mode(device: torch.device) -> Optional[str]:
+    """The ``torch.compile`` mode of a compiled run (``daenr train --compile``): ``"reduce-overhead"`` (the step
+    replayed from CUDA graphs) on CUDA, the default mode (None) elsewhere."""
+    return "reduce-overhead" if device.type == "cuda" else None
+
+
 def load_splits(config: TrainConfig):
     """Load ``config.data`` and split it (validation part of the training set, seeded by ``config.seed``)."""
     from daenr_fast import data
@@ -193,7 +199,7 @@ def write_history(path: Path, history: List[dict]) -> None:
 class Trainer:
     """One training run; :func:`train` is the usual entry point."""
 
-    def __init__(self, config: TrainConfig, splits, device: torch.device):
+    def __init__(self, config: TrainConfig, splits, device: torch.device, compile: bool = False):
         self.config, self.splits, self.device = config, splits, device
         self.out = Path(config.out) if config.out else None
         self.checkpoint_path = self.out / CHECKPOINT_NAME if self.out else None
@@ -210,6 +216,9 @@ class Trainer:
             raise ValueError("the training responses contain negative values, which are not spike counts: "
                              "use response_loss='mse' (--response-loss mse)")
         self.model = prepare_model(config, self.train_x.cpu(), self.train_s.cpu(), splits.n_neurons, device)
+        # the training steps' forward: the model, or its torch.compile (same parameters; see compile_mode)
+        self.compile_mode = compile_mode(device) if compile else None
+        self.forward = torch.compile(self.model, mode=self.compile_mode) if compile else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.batches = BatchOrder(self.train_x.shape[0], config.batch_size, self.generator)
@@ -305,8 +314,13 @@ class Trainer:
     def _step(self) -> None:
         idx = self.batches.next().to(self.device)
         x, s = self.train_x[idx], self.train_s[idx]
-        total, terms = loss_terms(self.model, self.model(x), x, s, self.config)
         step = self.state["step"] + 1
+        forward = self.forward
+        if forward is not self.model and step % self.config.eval_every == 0:
+            forward = self.model  # gradient shares take several backward passes, which a compiled backward refuses
+        elif self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        total, terms = loss_terms(self.model, forward(x), x, s, self.config)
         bad = first_non_finite(total, terms)
         if bad is not None:
             value = float((terms.get(bad, total)).detach())
@@ -363,7 +377,7 @@ class Trainer:
 
 
 def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: bool = False,
-          on_step: Optional[Callable[[Trainer], None]] = None) -> TrainResult:
+          on_step: Optional[Callable[[Trainer], None]] = None, compile: bool = False) -> TrainResult:
     """Train ``config`` (paper protocol), evaluate on the test set and, if ``config.out`` is set, write
     ``config.json``, ``checkpoint.pt``, ``history.csv``, ``metrics.json``, ``reconstructions.png`` and
     ``neurons.png`` there.
@@ -378,12 +392,14 @@ def train(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: 
             deleted once the new run is set up).
         on_step: called with the :class:`Trainer` after every step (``trainer.state["step"]``, ``.model``,
             ``.history``), e.g. for external progress reporting; an exception it raises stops the run.
+        compile: run the training steps' forward under ``torch.compile`` (:func:`compile_mode`); not part of the
+            configuration, so a run may be resumed with or without it.
 
     Returns:
         a :class:`TrainResult`; ``result.metrics`` holds the metrics also written to ``metrics.json``.
     """
     with deterministic_mode(config.deterministic):
-        trainer = open_run(config, splits, resume=resume, overwrite=overwrite)
+        trainer = open_run(config, splits, resume=resume, overwrite=overwrite, compile=compile)
         trainer.claim_folder()
         trainer.fit(on_step)
         return finish_run(trainer)
@@ -403,10 +419,11 @@ def check_run(config: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
 
 
 def open_run(config: TrainConfig, splits=None, *, resume: bool = False, overwrite: bool = False,
-             device: Optional[torch.device] = None) -> Trainer:
+             device: Optional[torch.device] = None, compile: bool = False) -> Trainer:
     """Everything :func:`train` does before fitting but writing (call it inside :func:`deterministic_mode`; then
     :meth:`Trainer.claim_folder`): the checks, the newest usable checkpoint when resuming, the seeds, the data and
-    the :class:`Trainer`, restored from that checkpoint. ``device``: None = ``config.device``."""
+    the :class:`Trainer`, restored from that checkpoint. ``device``: None = ``config.device``; ``compile``: see
+    :func:`train`."""
     check_run(config, resume=resume, overwrite=overwrite)
     out = Path(config.out) if config.out else None
     found = load_run_checkpoint(out) if resume else None
@@ -417,7 +434,7 @@ def open_run(config: TrainConfig, splits=None, *, resume: bool = False, overwrit
     seed_everything(config.seed)
     if splits is None:
         splits = load_splits(config)
-    trainer = Trainer(config, splits, device)
+    trainer = Trainer(config, splits, device, compile=compile)
     if found is not None:
         trainer.restore(found)
     return trainer
