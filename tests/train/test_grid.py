@@ -3,8 +3,9 @@
 Tolerance: the grid's forward is the lone runs' (same float32 products); its backward sums the grouped
 convolutions' weight gradients over the batch in another order and the stacked Poisson loss reduces per image
 first, so gradients differ by float32 reassociation (~1e-6 relative per step). Over the 16 Adam steps here the
-metrics and validation losses then agree to a relative 1e-4 and the parameters to 1e-4 (an Adam step of a
-parameter whose gradient is nearly 0 is up to lr whatever the gradient's rounding); the protocol's decisions (which step was best,
+metrics and validation losses then agree to a relative 1e-4 and each parameter tensor to a relative 1e-3 in norm
+(an Adam step of an element whose gradient is nearly 0 is up to lr whatever the gradient's rounding, so single
+elements may differ by about lr); the protocol's decisions (which step was best,
 when a round ended, the learning rates, the steps taken) are compared exactly.
 """
 import importlib.util
@@ -32,10 +33,11 @@ def _load_tiny_dataset():
 tiny_dataset = _load_tiny_dataset()
 
 RTOL = 1e-4
+PARAM_RTOL = 1e-3
 #: eval every 2 steps, patience 4, two rounds: the members end their rounds at different steps
 PROTOCOL = dict(model="cae-fr", layer=2, batch_size=8, eval_every=2, patience=4, rounds=2, max_steps=16, lr=3e-3,
                 checkpoint_every=3, progress=False, figures=False, model_options={"channels": 8})
-MEMBERS = [dict(seed=0, beta=1e-3), dict(seed=1, beta=0.5), dict(seed=2, beta=2.0, lr=1e-3)]
+MEMBERS = [dict(seed=0, beta=1e-3), dict(seed=1, beta=0.5, lr=3e-2), dict(seed=2, beta=2.0, lr=1e-3)]
 DISCRETE_RUN = ("steps", "rounds", "best_step", "stop_reason")
 
 
@@ -76,8 +78,9 @@ def _assert_same_run(solo, grid):
     for part in ("images", "neurons"):
         for key, value in solo.metrics[part].items():
             assert _close(value, grid.metrics[part][key]), (part, key, value, grid.metrics[part][key])
-    for p_s, p_g in zip(solo.model.state_dict().values(), grid.model.state_dict().values()):
-        assert torch.allclose(p_s.float(), p_g.float(), rtol=1e-3, atol=1e-4)
+    for name, p_s in solo.model.state_dict().items():
+        p_s, p_g = p_s.double(), grid.model.state_dict()[name].double()
+        assert (p_s - p_g).norm() <= PARAM_RTOL * p_s.norm(), (name, float((p_s - p_g).norm() / p_s.norm()))
 
 
 def test_grid_of_three_ends_each_run_as_alone(solo_and_grid):
