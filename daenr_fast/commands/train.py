@@ -22,14 +22,17 @@ _FIELDS = {
     "val_fraction": "val_fraction", "device": "device", "checkpoint_every": "checkpoint_every",
     "recon_reduction": "recon_reduction", "response_reduction": "response_reduction",
 }
-_MODEL_OPTIONS = ("latent_dim", "num_codes", "code_dim", "commitment", "fm_sigma")
+_MODEL_OPTIONS = ("latent_dim", "num_codes", "code_dim", "commitment", "fm_sigma", "readout_l1", "fc_dropout", "fc_l2",
+                  "fm_mask", "gr_init", "vq_restarts")
 #: options that may accompany --resume (they do not change the numbers)
 _RESUME_OK = ("out", "device")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from daenr_fast.models.readouts import ACTIVATIONS
-    from daenr_fast.models.registry import MODEL_NAMES
+    from daenr_fast.models.gaussian_head import GR_INITS
+    from daenr_fast.models.readouts import FM_MASKS
+    from daenr_fast.models.registry import MODEL_NAMES, MODEL_OPTIONS as opts
     from daenr_fast.train.config import PAPER_SCALING, REDUCTIONS, RESPONSE_LOSSES
 
     g = parser.add_argument_group("model and data")
@@ -44,7 +47,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-codes", type=int, help="VQ-VAE codebook size (default 256)")
     g.add_argument("--code-dim", type=int, help="VQ-VAE code dimension (default 32)")
     g.add_argument("--commitment", type=float, help="VQ-VAE commitment weight (default 0.25)")
-    g.add_argument("--fm-sigma", type=float, help="FM mask Gaussian std in pixels (default 3)")
+    g.add_argument("--fm-sigma", type=float,
+                   help=f"FM Gaussian mask std in pixels, --fm-mask ridge-gaussian only (default {opts['fm_sigma']:g})")
+    g.add_argument("--fm-mask", choices=FM_MASKS,
+                   help=f"FM fixed mask: the STA-envelope peak cell (Klindt et al. 2017) or a Gaussian at a ridge-fit "
+                        f"RF centre (default {opts['fm_mask']})")
+    g.add_argument("--readout-l1", type=float,
+                   help=f"L1 weight of the FR (mask x features), FM and GR (features) penalties "
+                        f"(default {opts['readout_l1']:g})")
+    g.add_argument("--fc-dropout", type=float, help=f"FC dropout on the flattened features (default {opts['fc_dropout']:g})")
+    g.add_argument("--fc-l2", type=float, help=f"FC L2 weight, penalty FC_L2 * 1/2 sum W^2 (default {opts['fc_l2']:g})")
+    g.add_argument("--gr-init", choices=GR_INITS,
+                   help=f"GR initial positions: fitted RF centres or neuralpredictors' random init "
+                        f"(default {opts['gr_init']})")
+    g.add_argument("--vq-restarts", action="store_const", const=True, default=None,
+                   help="restart dead VQ-VAE codes from batch vectors (default: no restarts)")
     g = parser.add_argument_group("loss")
     g.add_argument("--alpha", type=float, help="image-reconstruction weight (default 1)")
     g.add_argument("--beta", type=float, help="neural-response weight (default 1e-3)")
@@ -59,7 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=ACTIVATIONS,
                    help="readout output nonlinearity (default elu1 for poisson, identity for mse)")
     g.add_argument("--kl-weight", type=float, help="VAE KL weight inside the image term (default 1)")
-    g.add_argument("--readout-reg", type=float, help="readout L1 penalty weight inside the response term (default 0)")
+    g.add_argument("--readout-reg", type=float,
+                   help="multiplier of each readout's own weighted penalty inside the response term; 0 turns the "
+                        "penalties off (default 1)")
     g = parser.add_argument_group("protocol")
     g.add_argument("--lr", type=float, help="initial Adam learning rate (default 1e-3)")
     g.add_argument("--lr-factor", type=float, help="learning-rate factor between rounds (default 0.5)")

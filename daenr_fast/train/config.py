@@ -2,17 +2,19 @@
 
 Loss (per batch of B images; every term is reduced per image, then averaged over the batch; paper Eqs. 4-7)::
 
-    total = alpha * (E(x, x_hat) + kl_weight * KL + VQ) + beta * (R(z, s) + readout_reg * L1(readout))
+    total = alpha * (E(x, x_hat) + kl_weight * KL + VQ) + beta * (R(z, s) + readout_reg * P(readout))
 
     E = 1/B sum_b red_P (x_b - x_hat_b)^2                        over the P = 32*32 pixels of image b
     R = 1/B sum_b red_n (r_bn - s_bn log(r_bn + 1e-8)),  r = act(z)   (response_loss="poisson")
       = 1/B sum_b red_n (act(z)_bn - s_bn)^2                     (response_loss="mse", for dF/F data)
 
-``red`` is a sum or a mean, chosen by ``recon_reduction`` (over pixels) and ``response_reduction`` (over
-neurons). The default, :data:`PAPER_SCALING` (pixel mean, neuron sum), is the scaling under which the paper's
-alpha:beta tables make sense: with the pixel sum of Eq. 4 read literally, the reconstruction gradient is ~1e3
-times larger and Table 8's betas (1e-5..1e-3) leave the neural term without effect on the encoder (see
-:mod:`daenr_fast.train.gradient_share` and the report's settings table).
+``P`` is the readout head's own weighted penalty (``regularizer()``: the FR / FM / GR L1 terms with weight
+``readout_l1``, FC's L2 term with weight ``fc_l2``; model options). ``red`` is a sum or a mean, chosen by
+``recon_reduction`` (over pixels) and ``response_reduction`` (over neurons). The default, :data:`PAPER_SCALING`
+(pixel mean, neuron sum), is the scaling under which the paper's alpha:beta tables make sense: with the pixel
+sum of Eq. 4 read literally, the reconstruction gradient is ~1e3 times larger and Table 8's betas (1e-5..1e-3)
+leave the neural term without effect on the encoder (see :mod:`daenr_fast.train.gradient_share` and the report's
+settings table).
 
 Autoencoder baselines have only the alpha terms, CNN baselines only the beta terms.
 """

@@ -98,3 +98,26 @@ def test_scaling_options_reach_the_config_and_unknown_names_list_the_valid_ones(
             main(["train", option, "avg"])
         assert info.value.code == 2
         assert "invalid choice: 'avg' (choose from 'sum', 'mean')" in capsys.readouterr().err
+
+
+def test_baseline_options_reach_the_model_and_a_real_run(tiny_npz, tmp_path):
+    parser = build_parser()
+    args = ["--readout-l1", "0", "--fc-dropout", "0.25", "--fc-l2", "0", "--fm-mask", "ridge-gaussian",
+            "--gr-init", "random", "--vq-restarts"]
+    config = config_from_args(parser.parse_args(["train", *args]))
+    assert config.model_options == {"readout_l1": 0.0, "fc_dropout": 0.25, "fc_l2": 0.0, "fm_mask": "ridge-gaussian",
+                                    "gr_init": "random", "vq_restarts": True}
+    assert config_from_args(parser.parse_args(["train"])).model_options == {}
+    out = tmp_path / "fc"
+    assert main(["train", "--data", tiny_npz, "--out", str(out), "--model", "cnn-fc", "--fc-dropout", "0.25",
+                 *TINY, "--no-figures"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model_options"] == {"fc_dropout": 0.25}
+
+
+@pytest.mark.parametrize("option,value", [("--fm-mask", "gaussian"), ("--gr-init", "centre")])
+def test_unknown_readout_choices_list_the_valid_ones(option, value, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", option, value])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
