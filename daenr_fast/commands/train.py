@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--readout-l1", type=float,
                    help=f"L1 weight of the FR (mask x features), FM and GR (features) penalties "
                         f"(default {opts['readout_l1']:g})")
-    g.add_argument("--fc-dropout", type=float, help=f"FC dropout on the flattened features (default {opts['fc_dropout']:g})")
+    g.add_argument("--fc-dropout", type=float,
+                   help=f"FC dropout on the flattened features (default {opts['fc_dropout']:g})")
     g.add_argument("--fc-l2", type=float, help=f"FC L2 weight, penalty FC_L2 * 1/2 sum W^2 (default {opts['fc_l2']:g})")
     g.add_argument("--gr-init", choices=GR_INITS,
                    help=f"GR initial positions: fitted RF centres or neuralpredictors' random init "
