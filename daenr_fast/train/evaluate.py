@@ -7,7 +7,7 @@ Neurons (prediction r = act(z) for each test image vs the T x n trial-averaged r
 * ``single_trial_corr``, ``oracle_corr`` (leave-one-out) and ``feve`` (NaN where FEV <= 0), when R >= 2 repeats;
   the FEVe summary averages the neurons with FEV >= 0.15 (:data:`MIN_FEV`, the usual exclusion threshold), as
   FEVe of a neuron with almost no explainable variance is unbounded;
-* simulated data only: ``corr_to_truth`` (vs the noise-free rate), ``noise_ceiling_fraction`` and, for FR/FM
+* simulated data only: ``corr_to_truth`` (vs the noise-free rate), ``noise_ceiling_fraction`` and, for FR/FM/GR
   readouts, ``rf_peak_distance`` (pixels between the mask peak and the true RF centre on the 32 x 32 image).
 
 Summaries are means (``nanmean``) over neurons; medians for the noise-ceiling fraction, whose ratio is heavy
@@ -92,7 +92,7 @@ def _neuron_metrics(model: nn.Module, pred: np.ndarray, splits, config: TrainCon
         rates = np.asarray(truth["test_rates"], dtype=np.float64)
         per["corr_to_truth"] = M.correlation_to_truth(pred, rates)
         per["noise_ceiling_fraction"] = M.noise_ceiling_fraction(pred, trials, rates)
-        masks = model.masks() if split_name(config.model)[1] in ("fr", "fm") else None
+        masks = model.masks() if split_name(config.model)[1] in ("fr", "fm", "gr") else None
         if masks is not None and "rf_centers" in truth:
             per["rf_peak_distance"] = M.rf_peak_distance(masks.cpu().numpy(), np.asarray(truth["rf_centers"]),
                                                          image_size=splits.tensors("test")[0].shape[-1])
