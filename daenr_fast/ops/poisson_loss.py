@@ -63,7 +63,8 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
     if per_neuron and z.dim() == 0:
         raise ValueError("z must have at least one dimension (..., N) when per_neuron=True")
     chosen = _dispatch.resolve_backend(OP.name, backend, z.device, z.dtype, work=z.numel())
-    need_grad = torch.is_grad_enabled() and z.requires_grad
+    need_grad = torch.is_grad_enabled() and (z.requires_grad or (not torch.compiler.is_compiling()
+                                                                 and _requires_grad(z)))
     loss, _, bad = OP(z.contiguous(), target.contiguous(), code, float(eps), mode, mean, bool(full), need_grad,
                       chosen)
     if validate and not torch.compiler.is_compiling() and not _batched(bad):
@@ -71,6 +72,18 @@ def poisson_loss(z: Tensor, target: Tensor, *, activation: str = "identity", eps
         if activation == "identity":
             _raise_if_negative_rate(z)
     return loss
+
+
+def _requires_grad(t: Tensor) -> bool:
+    """Whether autograd can ask for dl/dt: t or a tensor it wraps requires a gradient. Under ``vmap`` the batched
+    view reads ``requires_grad=False`` even when the tensor it batches (which autograd sees) requires one. Eager
+    only (compiled graphs read ``t.requires_grad``)."""
+    functorch = torch._C._functorch
+    while not t.requires_grad:
+        if not functorch.is_functorch_wrapped_tensor(t):
+            return False
+        t = functorch.get_unwrapped(t)
+    return True
 
 
 def _batched(t: Tensor) -> bool:

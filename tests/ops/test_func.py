@@ -156,6 +156,28 @@ def test_vmap_of_the_poisson_loss_reduces_each_model_alone(backend, reduction, p
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction,per_neuron", [("mean", False), ("sum", True), ("none", False)])
+def test_a_vmapped_forward_then_an_ordinary_backward_matches_a_loop(backend, reduction, per_neuron):
+    """The stacked-model pattern without torch.func.grad: G readouts and losses under vmap, then .backward()."""
+    x, _, _, _ = readout_inputs()
+    g = gen(11)
+    params = [torch.randn(s, generator=g, dtype=torch.float64) for s in ((3, 7, 5, 6), (3, 7, 4), (3, 7))]
+    s = counts((3, 3, 7))
+
+    def total(m, w, b, target):
+        z = factorized_readout(x, m, w, b, backend=backend)
+        return poisson_loss(z, target, activation="elu1", reduction=reduction, per_neuron=per_neuron,
+                            backend=backend).sum()
+
+    stacked = [p.clone().requires_grad_() for p in params]
+    torch.func.vmap(total)(*stacked, s).sum().backward()
+    looped = [p.clone().requires_grad_() for p in params]
+    sum(total(*(p[i] for p in looped), s[i]) for i in range(3)).backward()
+    for a, e in zip(stacked, looped):
+        torch.testing.assert_close(a.grad, e.grad, **TOL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_vmap_of_the_vq_lookup_matches_a_loop(backend):
     zs = torch.randn(3, 10, 4, generator=gen(11), dtype=torch.float64)
     es = torch.randn(3, 6, 4, generator=gen(12), dtype=torch.float64)
