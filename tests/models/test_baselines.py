@@ -12,7 +12,7 @@ from daenr_fast.nn.fixed_mask_readout import gaussian_masks, peak_masks
 from daenr_fast.train import TrainConfig
 from daenr_fast.train.losses import loss_terms
 
-from tests.models.test_readouts import _rf_data
+from test_readouts import _rf_data  # this folder is on sys.path while pytest collects it
 
 
 def test_fr_has_the_l1_penalty_by_default():

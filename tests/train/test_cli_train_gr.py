@@ -11,7 +11,7 @@ from daenr_fast.models.receptive_fields import estimate_rf_centers
 from daenr_fast.train import load_splits
 from daenr_fast.train.evaluate import load_run
 
-from tests.train.test_cli_train import TINY
+from test_cli_train import TINY  # this folder is on sys.path while pytest collects it
 
 
 @pytest.mark.parametrize("model,layer,grid", [("cae-gr", 2, (16, 16)), ("cnn-gr", 3, (8, 8))])
