@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from daenr_fast.models.receptive_fields import check_fit_inputs, estimate_rf_centers
 from daenr_fast.nn import _args
 from daenr_fast.nn.gaussian_readout import FullGaussian2d
 
@@ -76,15 +77,7 @@ class GaussianReadout(FullGaussian2d):
         if self.init == "random":
             return None
         size = self.image_size
-        if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (1, size, size):
-            got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must have shape (N, 1, {size}, {size}) (image_size={size}), got {got}")
-        if not isinstance(responses, Tensor) or tuple(responses.shape) != (images.shape[0], self.outdims):
-            got = tuple(responses.shape) if isinstance(responses, Tensor) else type(responses).__name__
-            raise ValueError(f"responses must have shape (N, outdims) = ({images.shape[0]}, {self.outdims}) to "
-                             f"match images, got {got}")
-        from daenr_fast.models.receptive_fields import estimate_rf_centers
-
+        check_fit_inputs(images, responses, size, self.outdims)
         centers = estimate_rf_centers(images.cpu(), responses.cpu())
         with torch.no_grad():
             self._mu.copy_(pixels_to_grid(centers, self._shape[1:], size).view_as(self._mu))

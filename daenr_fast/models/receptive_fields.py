@@ -44,6 +44,19 @@ ENVELOPE_TAPS = 25
 ENVELOPE_SIGMA = (ENVELOPE_TAPS - 1) / 5.0
 
 
+def check_fit_inputs(images, responses, image_size: int, outdims: int) -> None:
+    """The training data a readout's ``fit`` takes: images (N,1,S,S) with S = ``image_size`` and responses
+    (N, outdims); anything else raises a ``ValueError`` naming the argument and the expected shape."""
+    size = image_size
+    if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (1, size, size):
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must have shape (N, 1, {size}, {size}) (image_size={size}), got {got}")
+    if not isinstance(responses, Tensor) or tuple(responses.shape) != (images.shape[0], outdims):
+        got = tuple(responses.shape) if isinstance(responses, Tensor) else type(responses).__name__
+        raise ValueError(f"responses must have shape (N, outdims) = ({images.shape[0]}, {outdims}) to "
+                         f"match images, got {got}")
+
+
 def _ridge_gcv(x: Tensor, y: Tensor):
     """Ridge of y (N,n) on x (N,P), both centred; lam by GCV. Returns (weights (P,n), per-neuron GCV error (n,))."""
     n_samples = x.shape[0]

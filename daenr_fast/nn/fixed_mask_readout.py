@@ -131,16 +131,9 @@ class FixedMaskReadout(nn.Module):
     def fit(self, images: Tensor, responses: Tensor) -> Tensor:
         """Estimate RF centres from training data (:mod:`daenr_fast.models.receptive_fields`, by ``method``) and
         set the masks from them; images (N,1,S,S), responses (N,n); returns the centres (n,2)."""
-        size = self.image_size
-        if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (1, size, size):
-            got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must have shape (N, 1, {size}, {size}) (image_size={size}), got {got}")
-        if not isinstance(responses, Tensor) or tuple(responses.shape) != (images.shape[0], self.outdims):
-            got = tuple(responses.shape) if isinstance(responses, Tensor) else type(responses).__name__
-            raise ValueError(f"responses must have shape (N, outdims) = ({images.shape[0]}, {self.outdims}) to "
-                             f"match images, got {got}")
-        from daenr_fast.models.receptive_fields import envelope_peak_centers, estimate_rf_centers
+        from daenr_fast.models.receptive_fields import check_fit_inputs, envelope_peak_centers, estimate_rf_centers
 
+        check_fit_inputs(images, responses, self.image_size, self.outdims)
         estimate = envelope_peak_centers if self.method == ENVELOPE_PEAK else estimate_rf_centers
         centers = estimate(images.cpu(), responses.cpu())
         self.set_centers(centers.to(self.mask.device))
