@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .image_stats import image_stack
 from .neurons import Population, gaussianize, raw_drive, rates
 
 #: Side of the model images the neurons are defined on (the default of :func:`daenr_fast.data.prepare`).
@@ -56,23 +57,6 @@ SIMULATOR_VERSION = 3
 LATER_FIELDS = {"norm_sigma": np.inf, "surround": 1.0}
 #: File name of a saved ground truth inside a run folder (read first by :meth:`GroundTruth.from_run`).
 RUN_FILENAME = "ground_truth.npz"
-
-
-def _as_images(images, size: int) -> np.ndarray:
-    """(N, size, size) or (N, 1, size, size) numpy/torch -> (N, size, size) float64; ValueError otherwise."""
-    if hasattr(images, "detach"):
-        images = images.detach().cpu().numpy()
-    x = np.asarray(images)
-    if x.dtype == object or not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise TypeError(f"images: expected a real numeric array, got dtype {x.dtype}")
-    if x.ndim == 4 and x.shape[1] == 1:
-        x = x[:, 0]
-    if x.ndim != 3 or x.shape[1:] != (size, size):
-        raise ValueError(f"images: expected model images of shape (N, {size}, {size}) or (N, 1, {size}, {size}) "
-                         f"(the output of daenr_fast.data.prepare), got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("images: expected finite values, got NaN or inf")
-    return x.astype(np.float64, copy=False)
 
 
 @dataclass
@@ -114,7 +98,7 @@ class GroundTruth:
 
     def drive(self, images) -> np.ndarray:
         """(N, n) float64 raw drives of model images (shapes as in :meth:`rates`)."""
-        return raw_drive(self.population, _as_images(images, self.image_size))
+        return raw_drive(self.population, image_stack(images, size=self.image_size))
 
     def rates(self, images) -> np.ndarray:
         """Noise-free rates (expected spike counts per image) of every neuron.
@@ -136,7 +120,7 @@ class GroundTruth:
         :func:`daenr_fast.data.prepare` maps this dataset's test images (clipped to [-1, 1])."""
         from .preprocess import resize, to_unit_range
 
-        x = _as_images(stimuli, self.population.size)
+        x = image_stack(stimuli, size=self.population.size)
         lo, hi = self.intensity_range
         return to_unit_range(resize(x, self.image_size), lo, hi)[:, 0].numpy()
 

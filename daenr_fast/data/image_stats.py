@@ -27,7 +27,10 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 IMAGE_STAT_KEYS = ("rms_contrast", "spectrum_slope", "intensity_mean", "intensity_std")
 
 
-def _images(images, name: str = "images") -> np.ndarray:
+def image_stack(images, name: str = "images", size=None) -> np.ndarray:
+    """(N, H, W) or (N, 1, H, W) real finite numpy/torch images -> (N, H, W) float64. With ``size``, H = W = size
+    (model images, the output of :func:`daenr_fast.data.prepare`); else N >= 1 and H, W >= 4. Anything else raises
+    a ``TypeError`` / ``ValueError`` naming ``name``."""
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
     x = np.asarray(images)
@@ -35,6 +38,9 @@ def _images(images, name: str = "images") -> np.ndarray:
         raise TypeError(f"{name}: expected a real numeric array, got dtype {x.dtype}")
     if x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
+    if size is not None and (x.ndim != 3 or x.shape[1:] != (size, size)):
+        raise ValueError(f"{name}: expected model images of shape (N, {size}, {size}) or (N, 1, {size}, {size}) "
+                         f"(the output of daenr_fast.data.prepare), got shape {x.shape}")
     if x.ndim != 3 or x.shape[0] < 1 or min(x.shape[1:]) < 4:
         raise ValueError(f"{name}: expected (N, H, W) or (N, 1, H, W) images with N >= 1 and H, W >= 4, "
                          f"got shape {x.shape}")
@@ -45,12 +51,12 @@ def _images(images, name: str = "images") -> np.ndarray:
 
 def from_model_space(images) -> np.ndarray:
     """Model images in [-1, 1] as intensities in [0, 1] with 0 = black: ``(x + 1) / 2``."""
-    return (_images(images) + 1.0) / 2.0
+    return (image_stack(images) + 1.0) / 2.0
 
 
 def rms_contrast(images) -> np.ndarray:
     """(N,) per-image RMS contrast ``std / mean``; NaN where the mean is <= 0 (an all-black image)."""
-    x = _images(images)
+    x = image_stack(images)
     mean = x.mean(axis=(1, 2))
     std = x.std(axis=(1, 2))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -71,7 +77,7 @@ def radial_power_spectrum(images) -> tuple[np.ndarray, np.ndarray]:
         ``(k, power)``: (K,) mean frequency of each ring ``j = 1 .. floor(min(H, W) / 2)`` in cycles per image,
         and (K,) its mean power.
     """
-    x = _images(images)
+    x = image_stack(images)
     x = x - x.mean(axis=(1, 2), keepdims=True)
     h, w = x.shape[1:]
     side = min(h, w)
@@ -96,7 +102,7 @@ def spectrum_slope(images) -> float:
 
 def normalized_intensities(images) -> np.ndarray:
     """Every pixel of the set mapped to [0, 1] by the set's minimum and maximum, flattened (M,)."""
-    x = _images(images).ravel()
+    x = image_stack(images).ravel()
     lo, hi = x.min(), x.max()
     if not hi > lo:
         return np.zeros_like(x)
