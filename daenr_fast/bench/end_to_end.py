@@ -11,9 +11,10 @@ Each model runs twice from the same initial weights: with the default dispatch (
 and with ``DAENR_FAST_BACKEND=torch`` set during its steps. Both are timed in turns (round robin).
 
 Grids (``CAE-FR2 grid``): G in :data:`GRID_SIZES` CAE-FR2 runs (the trainer's own runs, seeds 0..G-1, on random
-data of the paper's shapes) stepped as one grid (:class:`daenr_fast.train.grid.GridTrainer`) and as G separate
-runs stepped one after another (:meth:`daenr_fast.train.trainer.Trainer._step` each), timed in turns; one sample
-is one step of every run. Reported: model-steps per second (G / step time), the grid's rate over the G separate
+data of the paper's shapes) stepped as one grid (:class:`daenr_fast.train.grid.GridTrainer`, once per strategy in
+:data:`GRID_STRATEGIES`: one vmapped stacked model, and the members' own steps in a loop) and as G separate runs
+stepped one after another (:meth:`daenr_fast.train.trainer.Trainer._step` each), timed in turns; one sample is
+one step of every run. Reported: model-steps per second (G / step time), the grid's rate over the G separate
 runs' and over one lone run's (the G = 1 separate rate).
 
 Also the wall time of ``daenr demo`` when that command exists. ``--quick`` runs use small batches (CAE-FR2 batch
@@ -42,6 +43,8 @@ ROW_KEYS = ("benchmark", "config", "variant", "status", "step_ms", "iqr_ms", "st
 GRID_SIZES = (1, 8, 32)
 QUICK_GRID_SIZES = (1, 2)
 GRID_BENCHMARK = "CAE-FR2 grid"
+#: the grid strategies timed (:data:`daenr_fast.train.grid.STRATEGIES` less ``auto``)
+GRID_STRATEGIES = ("vmap", "loop")
 DEMO_TIMEOUT_S = 1800
 
 
@@ -183,7 +186,6 @@ def grid_throughput(settings, quick: bool = False, sizes=None) -> list[dict]:
     config = f"CAE-FR2 x G, batch {batch} each, 1x32x32 -> h2 48x16x16 -> {n_neurons} neurons"
     rows, single = [], None
     for g in sizes:
-        grid = GridTrainer(_cae_fr2_runs(g, splits, device, batch))
         separate = _cae_fr2_runs(g, splits, device, batch)
         which = list(range(g))
 
@@ -191,16 +193,19 @@ def grid_throughput(settings, quick: bool = False, sizes=None) -> list[dict]:
             for run in runs:
                 run._step()
 
-        variants = {f"grid of {g} (one stacked model)": lambda grid=grid, which=which: grid._step(which),
-                    f"{g} separate runs (one after another)": separate_steps}
+        variants = {f"grid of {g}, {strategy}": (lambda grid=GridTrainer(_cae_fr2_runs(g, splits, device, batch),
+                                                                         strategy): grid._step(which))
+                    for strategy in GRID_STRATEGIES}
+        sep_name = f"{g} separate runs (one after another)"
+        variants[sep_name] = separate_steps
         stats = time_round_robin(variants, device, repeats=min(3, settings.repeats) if quick
                                  else max(5, settings.repeats // 3),
                                  warmup=1, min_sample_s=0.0, max_time_s=settings.max_time_s)
-        (grid_name, grid_stats), (sep_name, sep_stats) = stats.items()
+        sep_stats = stats[sep_name]
         if single is None and g == 1:
             single = 1 / sep_stats.median_s
         load = os.getloadavg()[0]
-        for name, s in ((grid_name, grid_stats), (sep_name, sep_stats)):
+        for name, s in stats.items():
             rate = g / s.median_s
             rows.append(dict(benchmark=GRID_BENCHMARK, config=config, variant=name, status="ok",
                              step_ms=s.median_s * 1e3, iqr_ms=s.iqr_s * 1e3, steps_per_s=1 / s.median_s, models=g,

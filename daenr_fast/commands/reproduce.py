@@ -38,9 +38,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     parser.add_argument("--grid", type=_grid_count, nargs="?", const="auto", default=None, metavar="G",
                         help=f"train the runs of one model and layer (seeds, alpha:beta, regions of equal size) as "
-                             f"grids of up to G stacked models in one process (default G: {sizes}; on CPU a grid is "
-                             f"slower than separate runs); "
-                             f"models whose forward draws random numbers (VAE, VQ-VAE, dropout) still train alone")
+                             f"grids of up to G models in one process (default G: {sizes}): one vmapped stacked "
+                             f"model on CUDA, the runs' own steps in turn on CPU (as fast as separate runs, the "
+                             f"same numbers); on CUDA, models whose forward draws random numbers (VAE, VQ-VAE, "
+                             f"dropout) still train alone")
     parser.add_argument("--executor", choices=EXECUTORS, default=EXECUTORS[0],
                         help=f"where the runs train: local processes (default) or Ray tasks on a Ray cluster "
                              f"(needs {RAY_INSTALL})")

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from daenr_fast.experiments.worker import (INTERNAL, RECON_NAME, _config, _dataset, _row, _save_reconstructions,
-                                          execute)
+                                           execute)
 
 #: the key of a grid job holding its member jobs
 GRID_KEY = "grid"
-#: default number of runs per grid by device type: large grids are meant to fill a GPU; on CPU a grid stepped
-#: 0.92x as many models per second as separate runs at 8 and 0.54x at 32 (grouped convolutions,
-#: benchmarks/results/cpu/e2e.md), so grids there only group small sets
+#: default number of runs per grid by device type: large grids are meant to fill a GPU; on CPU a grid loops over
+#: its runs (:func:`daenr_fast.train.grid.resolve_strategy`) and gains nothing from size, so it groups small sets
 DEFAULT_GRID_SIZE = {"cpu": 8, "cuda": 32}
 
 

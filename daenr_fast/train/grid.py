@@ -18,11 +18,23 @@ replaces the forward/backward of the steps and the forward of the validation pas
 when its run ends (or fails); the others go on. A member's output folder is what a lone run writes, and a
 member resumes from its own checkpoint.
 
-Numbers: the members' losses, gradients and updates are those of the lone runs up to floating-point
-reassociation (grouped convolutions sum their weight gradients over the batch in another order, the stacked
-Poisson loss reduces per image before averaging): relative differences of about 1e-6 per float32 step. A
-member's global random state is not its lone run's; no stacked model draws random numbers in its forward
-(:data:`RANDOM_FORWARD` families are refused), so this changes no number.
+Two strategies (:data:`STRATEGIES`) run a step's forward and backward:
+
+* ``"vmap"``: one vmapped call of the stacked model, as above. Numbers: the members' losses, gradients and
+  updates are those of the lone runs up to floating-point reassociation (grouped convolutions sum their weight
+  gradients over the batch in another order, the stacked Poisson loss reduces per image before averaging):
+  relative differences of about 1e-6 per float32 step. Only models whose forward draws no random numbers stack
+  (:func:`unstackable`).
+* ``"loop"``: each member's own forward and loss, one after another, and one backward of the summed losses
+  (the gradient of member g's loss reaches only member g). These are the lone runs' own operations, so the
+  numbers are the lone runs' bit for bit; every member keeps its own global random state (swapped in around its
+  forward and its checkpoints), so the VAE's sampling, the FC readout's dropout and the VQ-VAE's code restarts
+  draw what the lone run draws.
+* ``"auto"`` (default): ``"vmap"`` on CUDA for models that stack, ``"loop"`` otherwise. On a GPU one small model
+  leaves the device idle and the stacked call fills it; on the CPU one model already keeps the cores busy and
+  the grouped convolutions of the stacked call are slower than G ordinary ones (``daenr bench --ops e2e``: 0.54x
+  the separate runs' model-steps/s at G = 32 on 2 cores), so the loop, which runs what the separate runs run, is
+  the faster choice.
 
 Why vmap over ``functional_call`` (not hand-written grouped convolutions): the members stay the registry's
 ``nn.Module`` s, so the architecture, the loss, the checkpoints and the evaluation have one definition each; the
@@ -36,6 +48,7 @@ import functools
 import json
 import math
 import time
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -44,18 +57,23 @@ from tqdm.auto import tqdm
 
 from daenr_fast.models.registry import build_model, display_name, split_name
 from daenr_fast.train import gradient_share
+from daenr_fast.train.checkpoint import capture_rng_states, restore_rng_states
 from daenr_fast.train.config import TrainConfig
 from daenr_fast.train.grid_model import StackedMembers, StackedModel
 from daenr_fast.train.losses import first_non_finite, loss_terms, term_weights
 from daenr_fast.train.trainer import (EVAL_BATCH, NonFiniteLossError, Trainer, TrainResult, check_run,
-                                      deterministic_mode, finish_run, open_run, resolve_device)
+                                      deterministic_mode, finish_run, open_run, resolve_device, validation_loss)
 
 #: config fields that may differ between the members of a grid; every other field must be equal
 MEMBER_FIELDS = ("seed", "alpha", "beta", "data", "out", "preset", "lr", "lr_factor", "patience", "rounds",
                  "min_delta", "max_steps", "eval_every", "checkpoint_every", "progress", "figures")
-#: autoencoder families whose training forward draws random numbers (a stacked draw is not a lone run's draw)
+#: autoencoder families whose training forward cannot be stacked: a vmapped draw is not a lone run's draw (VAE),
+#: and the VQ-VAE bottleneck's loss terms and code statistics are not stacked
 RANDOM_FORWARD = {"vae": "the VAE samples its latent from the global random generator at every step",
-                  "vq-vae": "the VQ-VAE codebook replaces dead codes by randomly drawn batch vectors at every step"}
+                  "vq-vae": "the VQ-VAE codebook may replace dead codes by randomly drawn batch vectors and adds "
+                            "its own loss terms"}
+#: how a grid runs its members (module docstring); ``"auto"``: :func:`resolve_strategy`
+STRATEGIES = ("auto", "vmap", "loop")
 
 #: image size of the stacking probe (:func:`unstackable`)
 PROBE_SIZE = 32
@@ -87,26 +105,45 @@ def _random_draw(model: str, layer: int, options: str) -> Optional[str]:
     return None
 
 
+def resolve_strategy(strategy: str, config: TrainConfig, device: Optional[torch.device] = None) -> str:
+    """The strategy (``"vmap"`` or ``"loop"``) a grid of ``config``'s runs on ``device`` (None: the config's)
+    uses when asked for ``strategy`` (one of :data:`STRATEGIES`; see the module docstring)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    reason = unstackable(config)
+    if strategy == "vmap" and reason is not None:
+        raise ValueError(f"model {config.model!r} cannot train in a vmapped grid: {reason}, which a stacked model "
+                         f"cannot reproduce per run; use strategy 'loop' (or 'auto')")
+    if strategy != "auto":
+        return strategy
+    kind = _device_type(config.device) if device is None else device.type
+    return "vmap" if kind == "cuda" and reason is None else "loop"
+
+
+def _device_type(name: str) -> str:
+    """``cpu`` or ``cuda`` for a config's device name (``auto``: what :func:`resolve_device` would pick)."""
+    return resolve_device(name).type if name == "auto" else torch.device(name).type
+
+
 def grid_key(config: TrainConfig) -> Optional[str]:
     """The fields that must be equal within a grid, as a string (equal strings: the runs can share a grid), or
-    None when the model cannot be stacked (:func:`unstackable`)."""
-    if unstackable(config) is not None:
+    None when a grid would not help: a model that cannot be stacked (:func:`unstackable`) on a GPU, where its
+    grid would loop over runs that separate processes overlap."""
+    if _device_type(config.device) != "cpu" and resolve_strategy("auto", config) == "loop":
         return None
     fields = {k: v for k, v in config.to_dict().items() if k not in MEMBER_FIELDS}
     return json.dumps(fields, sort_keys=True, default=str)
 
 
-def check_grid(configs: Sequence[TrainConfig]) -> None:
-    """Raise a ``ValueError`` unless ``configs`` can train as one grid (see :data:`MEMBER_FIELDS`)."""
+def check_grid(configs: Sequence[TrainConfig], strategy: str = "auto") -> None:
+    """Raise a ``ValueError`` unless ``configs`` can train as one grid (see :data:`MEMBER_FIELDS`) with
+    ``strategy``."""
     if not configs:
         raise ValueError("a grid needs at least one run configuration")
     for index, config in enumerate(configs):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"configs[{index}] must be a TrainConfig, got {type(config).__name__}")
-    reason = unstackable(configs[0])
-    if reason is not None:
-        raise ValueError(f"model {configs[0].model!r} cannot train in a grid: {reason}, which a stacked model "
-                         f"cannot reproduce per run; train it alone")
+    resolve_strategy(strategy, configs[0])
     first = configs[0].to_dict()
     for index, config in enumerate(configs[1:], start=1):
         other = config.to_dict()
@@ -137,13 +174,30 @@ def _check_data(trainers: Sequence[Trainer]) -> None:
 
 
 class GridTrainer:
-    """Steps the members (:class:`Trainer` s, built by :func:`~daenr_fast.train.trainer.open_run`) together."""
+    """Steps the members (:class:`Trainer` s, built by :func:`~daenr_fast.train.trainer.open_run`) together.
 
-    def __init__(self, trainers: Sequence[Trainer]):
+    Args:
+        trainers: the members.
+        strategy: one of :data:`STRATEGIES` (module docstring).
+        rng_states: with the ``"loop"`` strategy, each member's global random state
+            (:func:`~daenr_fast.train.checkpoint.capture_rng_states` right after its ``open_run``); required when
+            the model draws random numbers in its forward (:func:`unstackable`), so that each member draws what
+            its lone run draws.
+    """
+
+    def __init__(self, trainers: Sequence[Trainer], strategy: str = "auto", rng_states: Optional[Sequence] = None):
         self.trainers = list(trainers)
         _check_data(self.trainers)
-        self.stacked = StackedModel([t.model for t in self.trainers])
         self.config = self.trainers[0].config
+        self.strategy = resolve_strategy(strategy, self.config, self.trainers[0].device)
+        if rng_states is not None and len(rng_states) != len(self.trainers):
+            raise ValueError(f"rng_states must have one entry per member ({len(self.trainers)}), "
+                             f"got {len(rng_states)}")
+        if self.strategy == "loop" and rng_states is None and unstackable(self.config) is not None:
+            raise ValueError(f"a grid of {self.config.model!r} needs each member's random state (rng_states): "
+                             f"{unstackable(self.config)}")
+        self._rng = None if self.strategy == "vmap" or rng_states is None else list(rng_states)
+        self.stacked = StackedModel([t.model for t in self.trainers]) if self.strategy == "vmap" else None
         self.errors: Dict[int, Exception] = {}
         self._val_x = torch.stack([t.val_x for t in self.trainers])
         self._val_s = torch.stack([t.val_s for t in self.trainers])
@@ -163,9 +217,31 @@ class GridTrainer:
             self._loss_configs[key] = config
         return self._loss_configs[key]
 
+    @contextmanager
+    def _member_random_state(self, g: int):
+        """Member ``g``'s own global random state inside the block (``"loop"`` grids given ``rng_states``)."""
+        if self._rng is None:
+            yield
+            return
+        restore_rng_states(self._rng[g])
+        try:
+            yield
+        finally:
+            self._rng[g] = capture_rng_states()
+
     def _losses(self, x: Tensor, s: Tensor, which: List[int], training: bool):
-        out = self.stacked.forward(x, which, training)
-        return loss_terms(StackedMembers(self.stacked, which), out, x, s, self._loss_config(which))
+        """x (G,B,1,H,W), s (G,B,n) -> total (G,), terms name -> (G,) of members ``which``."""
+        if self.strategy == "vmap":
+            out = self.stacked.forward(x, which, training)
+            return loss_terms(StackedMembers(self.stacked, which), out, x, s, self._loss_config(which))
+        totals, terms = [], []
+        for i, g in enumerate(which):
+            model = self.trainers[g].model.train(training)
+            with self._member_random_state(g):
+                total, member_terms = loss_terms(model, model(x[i]), x[i], s[i], self.trainers[g].config)
+            totals.append(total)
+            terms.append(member_terms)
+        return torch.stack(totals), {name: torch.stack([t[name] for t in terms]) for name in terms[0]}
 
     # ------------------------------------------------------------------ one step of every active member
     def _step(self, which: List[int]) -> None:
@@ -229,6 +305,9 @@ class GridTrainer:
     @torch.no_grad()
     def _validation(self, which: List[int]) -> Dict[int, Dict[str, float]]:
         """The :func:`~daenr_fast.train.trainer.validation_loss` of members ``which`` (eval mode, per image)."""
+        if self.strategy == "loop":
+            return {g: validation_loss(self.trainers[g].model, self.trainers[g].val_x, self.trainers[g].val_s,
+                                       self.trainers[g].config) for g in which}
         index = torch.tensor(which, device=self._val_x.device)
         images, responses = self._val_x[index], self._val_s[index]
         n = images.shape[1]
@@ -264,7 +343,8 @@ class GridTrainer:
                        if self.trainers[g].state["step"] % self.trainers[g].config.eval_every == 0]
                 vals = self._validation(due) if due else {}
                 for g in stepped:
-                    self.trainers[g]._end_step(started, vals.get(g))
+                    with self._member_random_state(g):  # a checkpoint saves the member's own random state
+                        self.trainers[g]._end_step(started, vals.get(g))
                 bar.update(len(stepped))
                 bar.set_postfix(running=len(self.active()))
         finally:
@@ -274,8 +354,8 @@ class GridTrainer:
 
 
 def train_grid(configs: Sequence[TrainConfig], splits: Optional[Sequence] = None, *,
-               resume: Union[bool, Sequence[bool]] = False, overwrite: Union[bool, Sequence[bool]] = False
-               ) -> List[Outcome]:
+               resume: Union[bool, Sequence[bool]] = False, overwrite: Union[bool, Sequence[bool]] = False,
+               strategy: str = "auto") -> List[Outcome]:
     """Train ``configs`` as one grid; each member ends as :func:`~daenr_fast.train.train` would have ended it.
 
     Args:
@@ -284,6 +364,7 @@ def train_grid(configs: Sequence[TrainConfig], splits: Optional[Sequence] = None
         splits: one prepared :class:`daenr_fast.data.Splits` per member (None: each member loads its
             ``config.data``).
         resume, overwrite: as for :func:`~daenr_fast.train.train`, for all members or one value per member.
+        strategy: one of :data:`STRATEGIES` (module docstring; ``"vmap"`` refuses models that cannot stack).
 
     Returns:
         one outcome per member, in order: its :class:`TrainResult` (what ``train`` returns; output folder
@@ -294,7 +375,7 @@ def train_grid(configs: Sequence[TrainConfig], splits: Optional[Sequence] = None
         refuse (bad configuration, occupied output folder, unusable checkpoint), before anything is trained.
     """
     configs = list(configs)
-    check_grid(configs)
+    check_grid(configs, strategy)
     n = len(configs)
     splits = [None] * n if splits is None else list(splits)
     resume = [resume] * n if isinstance(resume, bool) else list(resume)
@@ -306,9 +387,11 @@ def train_grid(configs: Sequence[TrainConfig], splits: Optional[Sequence] = None
         check_run(config, resume=r, overwrite=o)
     device = resolve_device(configs[0].device)
     with deterministic_mode(configs[0].deterministic):
-        trainers = [open_run(c, s, resume=r, overwrite=o, device=device)
-                    for c, s, r, o in zip(configs, splits, resume, overwrite)]
-        grid = GridTrainer(trainers)
+        trainers, rng_states = [], []
+        for c, s, r, o in zip(configs, splits, resume, overwrite):
+            trainers.append(open_run(c, s, resume=r, overwrite=o, device=device))
+            rng_states.append(capture_rng_states())  # where the member's lone run would draw from next
+        grid = GridTrainer(trainers, strategy, rng_states)
         for trainer in trainers:
             trainer.claim_folder()
         grid.fit()

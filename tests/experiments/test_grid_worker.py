@@ -25,10 +25,13 @@ def test_group_jobs_merges_one_model_and_layer(tmp_path):
     jobs = _jobs(ARMS + [baseline_arm("vae", 3), baseline_arm("cnn-fc", 3, layer=2)], tmp_path)
     grouped = group_jobs(jobs)
     grids = [j for j in grouped if GRID_KEY in j]
-    # CAE seeds together; CAE-FR2 at both weightings and seeds together; VAE and CNN-FC (dropout) alone
-    assert sorted(len(member_jobs(g)) for g in grids) == [2, 4]
-    assert sorted(j["label"] for j in grouped if GRID_KEY not in j) == ["CNN-FC2", "CNN-FC2", "VAE", "VAE"]
+    # CAE seeds together; CAE-FR2 at both weightings and seeds together; on the CPU (loop grids) VAE and CNN-FC
+    # (dropout) seeds together too
+    assert sorted(len(member_jobs(g)) for g in grids) == [2, 2, 2, 4]
     assert sorted(m["run_id"] for j in grouped for m in member_jobs(j)) == sorted(j["run_id"] for j in jobs)
+    # on a GPU the models that cannot be stacked stay single jobs (a loop grid would serialise them)
+    on_gpu = group_jobs([dict(j, device="cuda") for j in jobs])
+    assert sorted(j["label"] for j in on_gpu if GRID_KEY not in j) == ["CNN-FC2", "CNN-FC2", "VAE", "VAE"]
     assert [len(member_jobs(j)) for j in group_jobs(jobs[2:6], size=3)] == [3, 1]
     with pytest.raises(ValueError, match="grid size must be an integer >= 1"):
         group_jobs(jobs, size=0)
@@ -49,11 +52,8 @@ def test_grid_sweep_rows_match_lone_runs(swept):
     assert summary.trained == 6 and summary.failed == 0 and rows.keys() == alone.keys()
     for rid, row in rows.items():
         assert row["status"] == "ok" and row["steps"] == alone[rid]["steps"] == str(TINY.max_steps)
-        for key in FLOATS:
-            if alone[rid][key]:
-                # float32 reassociation, amplified where Adam steps a parameter whose gradient is nearly 0
-                # (tests/train/test_grid.py); the median PCC of 8 neurons moves most
-                assert float(row[key]) == pytest.approx(float(alone[rid][key]), rel=1e-3), (rid, key)
+        for key in FLOATS:  # a CPU grid loops over the lone runs' own operations (one thread): equal
+            assert row[key] == alone[rid][key], (rid, key)
         names = {p.name for p in (out / "runs" / rid).iterdir()}
         assert {"config.json", "metrics.json", "history.csv", "checkpoint.pt", "recon.npz"} <= names
 
