@@ -12,13 +12,12 @@ metrics and validation losses then agree to a relative 1e-4 and each parameter t
 elements may differ by about lr); the protocol's decisions (which step was best,
 when a round ended, the learning rates, the steps taken) are compared exactly.
 """
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_data import tiny_dataset
 
 from daenr_fast.data import prepare
 from daenr_fast.train import TrainConfig, train
@@ -26,15 +25,6 @@ from daenr_fast.train.grid import GridTrainer, check_grid, train_grid, unstackab
 from daenr_fast.train.trainer import NonFiniteLossError, open_run
 
 
-def _load_tiny_dataset():
-    """tests/train/conftest.py's data set builder, loaded by path (another folder's conftest may hold the name)."""
-    spec = importlib.util.spec_from_file_location("train_conftest", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.tiny_dataset
-
-
-tiny_dataset = _load_tiny_dataset()
 
 RTOL = 1e-4
 PARAM_RTOL = 1e-3

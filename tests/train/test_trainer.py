@@ -125,7 +125,7 @@ def test_non_finite_loss_names_step_and_term_and_keeps_checkpoint(tiny_splits, t
 def test_negative_responses_need_mse(tiny_splits):
     from daenr_fast.data import prepare
 
-    from conftest import tiny_dataset
+    from tiny_data import tiny_dataset
 
     with pytest.warns(UserWarning, match="negative"):
         signed = prepare(tiny_dataset(counts=False))
