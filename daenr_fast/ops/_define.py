@@ -61,6 +61,8 @@ class OpDef:
         backward_schema, backward_kernels, backward_fake: an optional backward kernel per backend, registered as
             the custom op ``NAME_backward`` so that compiled graphs see it; the backward calls it through
             :meth:`DefinedOp.run_backward`.
+        backward_vmap: optional vmap rule of that backward op (the backward of a vmapped forward runs under vmap);
+            without one, vmap runs it once per batch entry.
         extension: whether the ``cpu``/``cuda`` backends come from a compiled extension of this name.
     """
 
@@ -75,6 +77,7 @@ class OpDef:
     backward_schema: Optional[str] = None
     backward_kernels: Mapping[str, Callable] = field(default_factory=dict)
     backward_fake: Optional[Callable] = None
+    backward_vmap: Optional[Callable] = None
     extension: bool = True
 
     def __post_init__(self):
@@ -119,7 +122,10 @@ class DefinedOp:
         self.overload = getattr(torch.ops.daenr_fast, spec.name).default  # what torch.compile can trace
         self.backward_overload = None
         if spec.backward_kernels:
-            _custom_op(f"{spec.name}_backward", spec.backward_schema, spec.backward_kernels, spec.backward_fake)
+            backward_op = _custom_op(f"{spec.name}_backward", spec.backward_schema, spec.backward_kernels,
+                                     spec.backward_fake)
+            if spec.backward_vmap is not None:
+                backward_op.register_vmap(spec.backward_vmap)
             self.backward_overload = getattr(torch.ops.daenr_fast, f"{spec.name}_backward").default
         self._eager = _eager_function(spec)
         self._traced = _traced_function(spec, self.overload)

@@ -14,7 +14,9 @@ The fused backends never hold the (B,C,N) or (B,N,H*W) tensors: they work on blo
 gradients are linear in (dy, x, spatial, features), so a backward that builds a graph (``create_graph=True``,
 second derivatives) computes them with the differentiable formula of the torch backend instead of a kernel.
 vmap over stacked readouts (spatial/features/bias with a leading model dimension) folds the models into the
-neuron dimension; over stacked inputs, into the batch dimension.
+neuron dimension; over stacked inputs, into the batch dimension; over both (G readouts, each on its own input: grid
+training), and in the backward, the torch formulas run once with the model dimension as a matmul batch, up to
+:data:`STACKED_MAX_ELEMENTS` elements of their (G,B,C,N) intermediate (one call per model beyond).
 
 Float32 precision of the Triton backend (:func:`set_float32_precision`, or the ``DAENR_FAST_READOUT_PRECISION``
 variable; the torch, cpu and cuda backends always multiply float32 exactly):
@@ -63,6 +65,9 @@ PRODUCT_ERROR = {
 }
 
 _precision: Optional[str] = None
+#: largest G*B*C*N for which vmap runs G readouts on G inputs (and any batched backward) as one batched torch
+#: computation (its (G,B,C,N) intermediate: 256 MB in float32); larger ones run one fused call per model
+STACKED_MAX_ELEMENTS = 2 ** 26
 
 
 def set_float32_precision(precision: Optional[str]) -> None:
@@ -132,18 +137,22 @@ def _torch_forward(x, spatial, features, bias):
 
 
 def _torch_backward(grad, x, spatial, features):
-    """(dx, dspatial, dfeatures, dbias) in the accumulation dtype; differentiable (used for second derivatives)."""
+    """(dx, dspatial, dfeatures, dbias) in the accumulation dtype; differentiable (used for second derivatives).
+
+    grad (*G,B,N), x (*G,B,C,H,W), spatial (*G,N,H,W), features (*G,N,C): the same leading model dimensions *G
+    (none for one readout) on all four.
+    """
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    b, c, h, w = x.shape
-    n = spatial.shape[0]
-    gy, m, wt = grad.to(acc), spatial.to(acc).reshape(n, h * w), features.to(acc)
-    xs = x.to(acc).reshape(b * c, h * w)
-    pooled = (xs @ m.t()).view(b, c, n)
-    g = (gy[:, None, :] * wt.t()[None]).reshape(b * c, n)
-    grad_x = (g @ m).view(b, c, h, w)
-    grad_spatial = (g.t() @ xs).view(n, h, w)
-    grad_features = (gy[:, None, :] * pooled).sum(0).t()
-    return grad_x, grad_spatial, grad_features, gy.sum(0)
+    *lead, b, c, h, w = x.shape
+    n = spatial.shape[-3]
+    gy, m, wt = grad.to(acc), spatial.to(acc).reshape(*lead, n, h * w), features.to(acc)
+    xs = x.to(acc).reshape(*lead, b * c, h * w)
+    pooled = (xs @ m.transpose(-1, -2)).view(*lead, b, c, n)
+    g = (gy.unsqueeze(-2) * wt.transpose(-1, -2).unsqueeze(-3)).reshape(*lead, b * c, n)
+    grad_x = (g @ m).view(*lead, b, c, h, w)
+    grad_spatial = (g.transpose(-1, -2) @ xs).view(*lead, n, h, w)
+    grad_features = (gy.unsqueeze(-2) * pooled).sum(-3).transpose(-1, -2)
+    return grad_x, grad_spatial, grad_features, gy.sum(-2)
 
 
 def _ext_forward(x, spatial, features, bias):
@@ -195,15 +204,29 @@ def _backward(ctx, grad):
     return gx, gm, gw, (gb if ctx.has_bias else None), None
 
 
+def _stacked(size, tensors, dims):
+    """``tensors`` with their vmap dimension (``dims``) moved to the front, unbatched ones expanded to ``size``."""
+    return [None if t is None else (t.movedim(d, 0) if d is not None else t.expand(size, *t.shape))
+            for t, d in zip(tensors, dims)]
+
+
+def _fits_stacked(size, x, spatial) -> bool:
+    """Whether G readouts on G inputs fit one batched computation (:data:`STACKED_MAX_ELEMENTS`)."""
+    b, c = x.shape[-4:-2]
+    return size * b * c * spatial.shape[-3] <= STACKED_MAX_ELEMENTS
+
+
 def _vmap(info, in_dims, x, spatial, features, bias, backend):
     """Batched readouts as one call: stacked parameters fold into the neuron dimension, stacked inputs into the
-    batch dimension; both stacked at once run one call per entry."""
+    batch dimension; both stacked at once run the torch formula batched over the models (one call per model
+    beyond :data:`STACKED_MAX_ELEMENTS`)."""
     x_dim, *param_dims = in_dims[:4]
     size = info.batch_size
     if x_dim is not None and any(d is not None for d in param_dims):
         x = x.movedim(x_dim, 0)
-        params = [None if p is None else (p.movedim(d, 0) if d is not None else p.expand(size, *p.shape))
-                  for p, d in zip((spatial, features, bias), param_dims)]
+        params = _stacked(size, (spatial, features, bias), param_dims)
+        if _fits_stacked(size, x, params[0]):
+            return _torch_forward(x, *params), 0
         out = [OP.custom_op(x[i].contiguous(), *(None if p is None else p[i].contiguous() for p in params), backend)
                for i in range(size)]
         return torch.stack(out), 0
@@ -211,11 +234,24 @@ def _vmap(info, in_dims, x, spatial, features, bias, backend):
         x = x.movedim(x_dim, 0)
         y = OP.custom_op(x.reshape(-1, *x.shape[2:]).contiguous(), spatial, features, bias, backend)
         return y.view(size, x.shape[1], -1), 0
-    params = [None if p is None else (p.movedim(d, 0) if d is not None else p.expand(size, *p.shape))
-              for p, d in zip((spatial, features, bias), param_dims)]
+    params = _stacked(size, (spatial, features, bias), param_dims)
     spatial, features, bias = (None if p is None else p.reshape(-1, *p.shape[2:]).contiguous() for p in params)
     y = OP.custom_op(x, spatial, features, bias, backend)
     return y.view(x.shape[0], size, -1), 1
+
+
+def _backward_vmap(info, in_dims, grad, x, spatial, features, backend):
+    """The gradients of batched readouts (each entry its own gradients, as the vmap of the backward promises): the
+    torch formula batched over the entries, or one backward call per entry beyond :data:`STACKED_MAX_ELEMENTS`."""
+    size = info.batch_size
+    grad, x, spatial, features = _stacked(size, (grad, x, spatial, features), in_dims[:4])
+    if _fits_stacked(size, x, spatial):
+        out = tuple(g.to(x.dtype).contiguous() for g in _torch_backward(grad, x, spatial, features))
+    else:
+        per_entry = [OP.run_backward(grad[i].contiguous(), x[i].contiguous(), spatial[i].contiguous(),
+                                     features[i].contiguous(), backend) for i in range(size)]
+        out = tuple(torch.stack(parts) for parts in zip(*per_entry))
+    return out, (0, 0, 0, 0)
 
 
 OP = define(OpDef(
@@ -233,4 +269,5 @@ OP = define(OpDef(
                       {"torch": _torch_backward, "cpu": _ext_backward, "cuda": _ext_backward,
                        "triton": _triton_backward}.items()},
     backward_fake=_backward_fake,
+    backward_vmap=_backward_vmap,
 ))

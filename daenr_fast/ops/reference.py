@@ -13,15 +13,17 @@ def factorized_readout(x: torch.Tensor, spatial: torch.Tensor, features: torch.T
                        bias: torch.Tensor | None = None) -> torch.Tensor:
     """``y[b,n] = sum_c features[n,c] * sum_{h,w} spatial[n,h,w] * x[b,c,h,w] + bias[n]``.
 
-    x (B,C,H,W), spatial (N,H,W), features (N,C), bias (N,) or None -> y (B,N).
+    x (B,C,H,W), spatial (N,H,W), features (N,C), bias (N,) or None -> y (B,N); with leading model dimensions
+    (*G) on all four (G stacked readouts, each on its own input): x (*G,B,C,H,W), spatial (*G,N,H,W), features
+    (*G,N,C), bias (*G,N) -> y (*G,B,N).
     Half-precision inputs are accumulated in float32 and the result cast back.
     """
     dtype = x.dtype
     acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    pooled = torch.einsum("bchw,nhw->bcn", x.to(acc), spatial.to(acc))
-    y = torch.einsum("bcn,nc->bn", pooled, features.to(acc))
+    pooled = torch.einsum("...bchw,...nhw->...bcn", x.to(acc), spatial.to(acc))
+    y = torch.einsum("...bcn,...nc->...bn", pooled, features.to(acc))
     if bias is not None:
-        y = y + bias.to(acc)
+        y = y + bias.to(acc).unsqueeze(-2)
     return y.to(dtype)
 
 

@@ -3,6 +3,8 @@
 torch.func results are compared with a Python loop over the same op; second derivatives with the torch backend
 (plain autograd over the reference formula). Backends: torch and the compiled cpu extension.
 """
+import importlib
+
 import pytest
 import torch
 
@@ -135,6 +137,55 @@ def test_vmap_of_grad_over_stacked_readouts_matches_a_loop(backend):
         want = torch.autograd.grad(loss(*leaves), leaves)
         for a, e in zip(got, want):
             torch.testing.assert_close(a[i], e, **TOL)
+
+
+@pytest.fixture
+def no_vmap_fallback():
+    """torch's per-entry vmap fallback raises instead of looping (an op without a batching rule is an error)."""
+    functorch = torch._C._functorch
+    previous = functorch._is_vmap_fallback_enabled()
+    functorch._set_vmap_fallback_enabled(False)
+    yield
+    functorch._set_vmap_fallback_enabled(previous)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("limit", [None, 0])
+@pytest.mark.parametrize("batched", ["x", "params", "both"])
+def test_vmap_of_readout_gradients_matches_a_loop_without_a_fallback(backend, limit, batched, monkeypatch,
+                                                                     no_vmap_fallback):
+    """The grid pattern (G readouts, each on its own input; a vmapped forward, then an ordinary backward) and the
+    single-sided cases: every entry's output and gradients w.r.t. all four inputs, from the batched rules (limit
+    None) and from one call per entry (limit 0), with torch's per-entry fallback switched off."""
+    readout_op = importlib.import_module("daenr_fast.ops.factorized_readout")
+    if limit is not None:
+        monkeypatch.setattr(readout_op, "STACKED_MAX_ELEMENTS", limit)
+    g = gen(12)
+    xs, ms, ws, bs = (torch.randn(s, generator=g, dtype=torch.float64)
+                      for s in ((3, 2, 4, 5, 6), (3, 7, 5, 6), (3, 7, 4), (3, 7)))
+    stacked_x, stacked_p = batched in ("x", "both"), batched in ("params", "both")
+    args = [(xs if stacked_x else xs[0])] + [t if stacked_p else t[0] for t in (ms, ws, bs)]
+    dims = tuple([0 if stacked_x else None] + [0 if stacked_p else None] * 3)
+    s = counts((3, 2, 7))
+
+    def loss(x, m, w, b, target):
+        return poisson_loss(factorized_readout(x, m, w, b, backend=backend), target, activation="elu1",
+                            reduction="sum", backend=backend)
+
+    leaves = [a.clone().requires_grad_() for a in args]
+    y = torch.func.vmap(lambda *a: factorized_readout(*a, backend=backend), in_dims=dims)(*leaves)
+    torch.func.vmap(loss, in_dims=(*dims, 0))(*leaves, s).sum().backward()
+    per_entry = torch.func.vmap(torch.func.grad(loss, argnums=(0, 1, 2, 3)), in_dims=(*dims, 0))(*args, s)
+    looped = [a.clone().requires_grad_() for a in args]
+    for i in range(3):
+        entry = [a[i] if d == 0 else a for a, d in zip(looped, dims)]
+        torch.testing.assert_close(y[i], factorized_readout(*entry, backend=backend), **TOL)
+        own = [t.detach().clone().requires_grad_() for t in entry]
+        for a, e in zip(per_entry, torch.autograd.grad(loss(*own, s[i]), own)):
+            torch.testing.assert_close(a[i], e, **TOL)
+        loss(*entry, s[i]).backward()
+    for a, e in zip(leaves, looped):
+        torch.testing.assert_close(a.grad, e.grad, **TOL)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
