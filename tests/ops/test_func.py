@@ -191,7 +191,7 @@ def test_vmap_of_readout_gradients_matches_a_loop_without_a_fallback(backend, li
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduction,per_neuron", [("mean", False), ("sum", False), ("mean", True), ("sum", True),
                                                   ("none", False)])
-def test_vmap_of_the_poisson_loss_reduces_each_model_alone(backend, reduction, per_neuron):
+def test_vmap_of_the_poisson_loss_reduces_each_model_alone(backend, reduction, per_neuron, no_vmap_fallback):
     zs = torch.randn(4, 6, 5, generator=gen(10), dtype=torch.float64)
     ss = counts((4, 6, 5))
 
@@ -208,7 +208,8 @@ def test_vmap_of_the_poisson_loss_reduces_each_model_alone(backend, reduction, p
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduction,per_neuron", [("mean", False), ("sum", True), ("none", False)])
-def test_a_vmapped_forward_then_an_ordinary_backward_matches_a_loop(backend, reduction, per_neuron):
+def test_a_vmapped_forward_then_an_ordinary_backward_matches_a_loop(backend, reduction, per_neuron,
+                                                                   no_vmap_fallback):
     """The stacked-model pattern without torch.func.grad: G readouts and losses under vmap, then .backward()."""
     x, _, _, _ = readout_inputs()
     g = gen(11)
@@ -229,7 +230,7 @@ def test_a_vmapped_forward_then_an_ordinary_backward_matches_a_loop(backend, red
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_vmap_of_the_vq_lookup_matches_a_loop(backend):
+def test_vmap_of_the_vq_lookup_matches_a_loop(backend, no_vmap_fallback):
     zs = torch.randn(3, 10, 4, generator=gen(11), dtype=torch.float64)
     es = torch.randn(3, 6, 4, generator=gen(12), dtype=torch.float64)
     for args, dims in [((zs, es[0]), (0, None)), ((zs, es), (0, 0)), ((zs[0], es), (None, 0))]:
@@ -239,6 +240,12 @@ def test_vmap_of_the_vq_lookup_matches_a_loop(backend):
             want_idx, want_dist = vq_lookup(*one, backend=backend)
             assert torch.equal(idx[i], want_idx)
             torch.testing.assert_close(dist[i], want_dist, **TOL)
+    stacked = [zs.clone().requires_grad_(), es.clone().requires_grad_()]
+    torch.func.vmap(lambda z, e: vq_lookup(z, e, backend=backend)[1])(*stacked).sum().backward()
+    looped = [zs.clone().requires_grad_(), es.clone().requires_grad_()]
+    sum(vq_lookup(looped[0][i], looped[1][i], backend=backend)[1].sum() for i in range(3)).backward()
+    for a, e in zip(stacked, looped):
+        torch.testing.assert_close(a.grad, e.grad, **TOL)
 
 
 # ------------------------------------------------------------------------------------------------ second order
