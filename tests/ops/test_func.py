@@ -209,7 +209,7 @@ def test_vmap_of_the_poisson_loss_reduces_each_model_alone(backend, reduction, p
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduction,per_neuron", [("mean", False), ("sum", True), ("none", False)])
 def test_a_vmapped_forward_then_an_ordinary_backward_matches_a_loop(backend, reduction, per_neuron,
-                                                                   no_vmap_fallback):
+                                                                    no_vmap_fallback):
     """The stacked-model pattern without torch.func.grad: G readouts and losses under vmap, then .backward()."""
     x, _, _, _ = readout_inputs()
     g = gen(11)

@@ -24,8 +24,6 @@ from daenr_fast.train import TrainConfig, train
 from daenr_fast.train.grid import GridTrainer, check_grid, train_grid, unstackable
 from daenr_fast.train.trainer import NonFiniteLossError, open_run
 
-
-
 RTOL = 1e-4
 PARAM_RTOL = 1e-3
 #: eval every 2 steps, patience 4, two rounds: the members end their rounds at different steps
