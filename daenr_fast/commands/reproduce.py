@@ -1,6 +1,8 @@
 """``daenr reproduce TARGET``: train the runs behind a paper table or figure and write ``report.md``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 NAME = "reproduce"
 HELP = "reproduce the paper's Tables 2-6 / Figures 2-4 (mean and 95% CI over seeds next to the paper's values)"
 
@@ -52,26 +54,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gpus-per-task", type=float, default=0.0, metavar="FRACTION",
                         help="--executor ray: the fraction of a GPU each run reserves, in (0, 1] (0.25: four runs "
                              "share a GPU); default 0: the runs train on CPU")
+    parser.add_argument("--only", default=None, metavar="LABELS",
+                        help="train only the configurations whose label matches one of these comma-separated "
+                             "shell patterns (e.g. 'CAE*' or 'CAE-FR2,CNN-FR2'; plus the all-neuron runs they "
+                             "need); the report covers the whole target and says how many runs are missing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write TARGET/report.md from the runs already finished in --out (an "
+                             "unfinished sweep's report says how many runs are missing)")
 
 
 def run(args) -> int:
-    from daenr_fast.experiments.claims import claim_results, summary_line
     from daenr_fast.experiments.executors import make_executor
-    from daenr_fast.experiments.protocol import PAPER, QUICK
     from daenr_fast.experiments.report import write_report
-    from daenr_fast.experiments.sweep import read_results, rows_for, run_sweep
-    from daenr_fast.experiments.tables import arms_for, layouts_for
+    from daenr_fast.experiments.sweep import run_sweep
+    from daenr_fast.experiments.tables import arms_for
 
     if args.seeds < 1 or args.jobs < 1:
         raise ValueError("--seeds and --jobs must be at least 1")
+    if args.report_only:
+        return _report_only(args)
     if args.grid not in (None, "auto") and args.grid < 1:
         raise ValueError(f"--grid must be at least 1 (runs per grid), got {args.grid}")
-    protocol = (QUICK if args.quick else PAPER).with_overrides(
-        max_steps=args.max_steps, patience=args.patience, recon_reduction=args.recon_reduction,
-        response_reduction=args.response_reduction)
+    protocol = _protocol(args)
     regions = tuple(sorted(set(args.regions)))
     seeds = list(range(args.seeds))
-    arms = arms_for(args.target, regions)
+    arms = select_arms(arms_for(args.target, regions), args.only)
     executor = make_executor(args.executor, jobs=args.jobs, address=args.address, threads=args.threads,
                              gpus_per_task=args.gpus_per_task)
     try:
@@ -84,14 +91,68 @@ def run(args) -> int:
     finally:
         executor.close()
     path = write_report(args.out, args.target, regions, seeds, protocol, args.data, summary, args.jobs, threads)
+    _print_claims(args, regions, seeds, protocol)
+    print(f"wall time {summary.wall_seconds:.0f} s ({summary.trained} trained, {summary.reused} reused, "
+          f"{summary.failed} failed); report: {path}")
+    return 1 if summary.failed else 0
+
+
+def select_arms(arms, only):
+    """The arms whose label matches one of the comma-separated shell patterns ``only`` (None: all), with the
+    parent arms their neuron subsets come from."""
+    from fnmatch import fnmatchcase
+
+    if only is None:
+        return arms
+    patterns = [p.strip() for p in only.split(",") if p.strip()]
+    chosen = {a for a in arms if any(fnmatchcase(a.label, p) for p in patterns)}
+    if not chosen:
+        labels = ", ".join(dict.fromkeys(a.label for a in arms))
+        raise ValueError(f"--only {only!r} matches no configuration of this target; its labels are: {labels}")
+    chosen |= {a.parent for a in chosen if a.parent is not None}
+    return [a for a in arms if a in chosen]
+
+
+def _protocol(args):
+    from daenr_fast.experiments.protocol import PAPER, QUICK
+
+    return (QUICK if args.quick else PAPER).with_overrides(
+        max_steps=args.max_steps, patience=args.patience, recon_reduction=args.recon_reduction,
+        response_reduction=args.response_reduction)
+
+
+def _print_claims(args, regions, seeds, protocol) -> None:
+    """One line per table: the verdicts of its claims over the runs in ``--out``."""
+    from daenr_fast.experiments.claims import claim_results, summary_line
+    from daenr_fast.experiments.sweep import read_results, rows_for
+    from daenr_fast.experiments.tables import layouts_for
+
     rows = read_results(args.out)
     for layout in layouts_for(args.target, regions):
         results = claim_results(layout, lambda arm: rows_for(rows, arm, seeds, protocol, args.data))
         if results:
             print(f"{layout.name} claims: {summary_line(results)}")
-    print(f"wall time {summary.wall_seconds:.0f} s ({summary.trained} trained, {summary.reused} reused, "
-          f"{summary.failed} failed); report: {path}")
-    return 1 if summary.failed else 0
+
+
+def _report_only(args) -> int:
+    """``--report-only``: the report of the runs already in ``--out``; nothing is trained."""
+    from daenr_fast.experiments.report import write_report
+
+    given = {"--grid": args.grid is not None, "--executor ray": args.executor != "local",
+             "--address": args.address is not None, "--gpus-per-task": bool(args.gpus_per_task),
+             "--only": args.only is not None}
+    training = [flag for flag, is_given in given.items() if is_given]
+    if training:
+        raise ValueError(f"--report-only trains nothing, so {', '.join(training)} cannot apply; leave "
+                         f"{'it' if len(training) == 1 else 'them'} out")
+    out = Path(args.out)
+    if not (out / "results.csv").is_file():
+        raise ValueError(f"--report-only needs a sweep folder with a results.csv; {out} has none")
+    protocol, regions, seeds = _protocol(args), tuple(sorted(set(args.regions))), list(range(args.seeds))
+    path = write_report(out, args.target, regions, seeds, protocol, args.data, None, jobs=None, threads=None)
+    _print_claims(args, regions, seeds, protocol)
+    print(f"report: {path}")
+    return 0
 
 
 def _grid_count(text: str):

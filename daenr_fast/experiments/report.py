@@ -9,7 +9,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from daenr_fast.experiments import figures as F
 from daenr_fast.experiments.claims import FORMAT, claim_lines, claim_results, identical_arms, summary_line
@@ -17,8 +17,8 @@ from daenr_fast.experiments.paper_values import paper_value
 from daenr_fast.experiments.protocol import QUICK, SILENT_CHOICES, Protocol
 from daenr_fast.experiments.stats import by_seed, mean_ci
 from daenr_fast.experiments.sweep import SWEEP_LOG, SweepSummary, read_results, rows_for, run_id
-from daenr_fast.experiments.tables import (LAYERS, METRIC_LABEL, Arm, Cell, Layout, baseline_arm, layouts_for,
-                                           preset_arm)
+from daenr_fast.experiments.tables import (LAYERS, METRIC_LABEL, Arm, Cell, Layout, arms_for, baseline_arm,
+                                           layouts_for, preset_arm)
 from daenr_fast.experiments.worker import GRAD_SHARE, RECON_NAME
 from daenr_fast.models.registry import AUTOENCODERS
 
@@ -121,6 +121,14 @@ def make_figures(out: Path, dest: Path, rows_of: Callable[[Arm], List[dict]], re
     return lines
 
 
+def finished_runs(target: str, regions: Sequence[int], seeds: Sequence[int], rows: dict, protocol: Protocol,
+                  data: str) -> tuple:
+    """(ended, expected): the runs of ``target``'s arms and seeds that ended (``ok``, or ``skipped``: no neurons
+    in their subset), and how many it has."""
+    ids = [run_id(arm, seed, protocol, data) for arm in arms_for(target, regions) for seed in seeds]
+    return sum(rows.get(i, {}).get("status") in ("ok", "skipped") for i in ids), len(ids)
+
+
 def _versions() -> List[str]:
     lines = [f"- python {platform.python_version()} on {platform.platform()}, {os.cpu_count()} CPU cores"]
     for name in PACKAGES:
@@ -138,10 +146,12 @@ def _versions() -> List[str]:
     return lines
 
 
-def _settings(protocol: Protocol, data: str, seeds: Sequence[int], jobs: int, threads: int) -> List[str]:
+def _settings(protocol: Protocol, data: str, seeds: Sequence[int], jobs: Optional[int],
+              threads: Optional[int]) -> List[str]:
+    how = "" if jobs is None else f"; {jobs} parallel job(s), {threads} torch thread(s) each"
     lines = [f"- protocol **{protocol.name}**: " + ", ".join(f"{k} {v}" for k, v in protocol.train_fields().items()),
-             f"- data: `{data}`; seeds {', '.join(map(str, seeds))}; {jobs} parallel job(s), {threads} torch "
-             "thread(s) each", "- alpha:beta from the paper's Tables 8-13 (Table 2: Table 8; Table 3: Table 8; "
+             f"- data: `{data}`; seeds {', '.join(map(str, seeds))}{how}",
+             "- alpha:beta from the paper's Tables 8-13 (Table 2: Table 8; Table 3: Table 8; "
              "Table 4: Table 9; Table 5: Table 10; Table 6: Tables 11-13)", "", "Where the paper is silent:", "",
              "| setting | our choice | note |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in SILENT_CHOICES]
@@ -149,15 +159,23 @@ def _settings(protocol: Protocol, data: str, seeds: Sequence[int], jobs: int, th
 
 
 def write_report(out, target: str, regions: Sequence[int], seeds: Sequence[int], protocol: Protocol, data: str,
-                 summary: SweepSummary, jobs: int = 1, threads: int = 1, dest=None) -> Path:
+                 summary: Optional[SweepSummary], jobs: Optional[int] = 1, threads: Optional[int] = 1,
+                 dest=None) -> Path:
     """Write ``report.md`` and the figure PNGs into ``dest`` (default ``out/TARGET``) from the sweep folder
-    ``out`` (``results.csv``, ``runs/``); returns the report path."""
+    ``out`` (``results.csv``, ``runs/``); returns the report path. ``summary``: what the invocation trained, or
+    None for a report of the finished runs alone (``daenr reproduce --report-only``; ``jobs``/``threads`` None:
+    not stated)."""
     out = Path(out)
     dest = Path(dest) if dest is not None else out / target
     dest.mkdir(parents=True, exist_ok=True)
     rows = read_results(out)
     rows_of = lambda arm: rows_for(rows, arm, seeds, protocol, data)  # noqa: E731
     lines = [f"# DAE-NR reproduction: `{target}`", ""]
+    done, expected = finished_runs(target, regions, seeds, rows, protocol, data)
+    if done < expected:
+        lines += [f"> **Incomplete**: {done} of the {expected} runs of this target have ended; a cell without "
+                  "runs shows `-`, a cell with fewer seeds has a wider (or, with one seed, no) interval. Running "
+                  "`daenr reproduce` again (without `--report-only`) trains the rest and reuses these.", ""]
     if protocol.name.startswith(QUICK.name):
         lines += [f"> **Quick mode**: at most {protocol.max_steps} steps per run, patience {protocol.patience}, "
                   f"batch {protocol.batch_size}. This is NOT the paper's protocol (patience 1000, two rounds, "
@@ -193,10 +211,12 @@ def write_report(out, target: str, regions: Sequence[int], seeds: Sequence[int],
         lines += ["## Figures", ""] + [x for f in figure_lines for x in (f, "")]
     failed = [r for r in rows.values() if r.get("status") == "failed"]
     total = sum(float(r.get("wall_seconds") or 0) for r in rows.values())
-    lines += ["## Settings", ""] + _settings(protocol, data, seeds, jobs, threads) + ["", "## Wall time", "",
-              f"- this invocation: {summary.wall_seconds:.0f} s ({summary.trained} runs trained, {summary.reused} "
-              f"reused, {summary.failed} failed)", f"- all runs in results.csv: {len(rows)}, summed run time "
-              f"{total:.0f} s ({total / 60:.1f} min)"]
+    invocation = (f"{summary.wall_seconds:.0f} s ({summary.trained} runs trained, {summary.reused} reused, "
+                  f"{summary.failed} failed)" if summary is not None
+                  else f"report only, from the {done} ended runs of this target (none trained)")
+    lines += ["## Settings", ""] + _settings(protocol, data, seeds, jobs, threads)
+    lines += ["", "## Wall time", "", f"- this invocation: {invocation}",
+              f"- all runs in results.csv: {len(rows)}, summed run time {total:.0f} s ({total / 60:.1f} min)"]
     lines += [f"- failed: {r['run_id']}: {r['error']}" for r in failed]
     if (out / SWEEP_LOG).exists():
         log = (out / SWEEP_LOG).read_text(encoding="utf-8").splitlines()

@@ -69,3 +69,36 @@ def test_unknown_loss_scaling_is_refused(capsys):
         main(["reproduce", "table2", "--recon-reduction", "median"])
     assert err.value.code == 2
     assert "sum" in capsys.readouterr().err
+
+
+def test_only_trains_the_matching_configurations_and_report_only_trains_nothing(tiny_data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    base = ["reproduce", "table3", "--data", tiny_data, "--regions", "3", "--seeds", "1", "--quick", "--max-steps",
+            "2", "--jobs", "1", "--threads", "1", "--device", "cpu", "--out", str(out)]
+    assert main(base + ["--only", "CAE-FR2"]) == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # CAE-FR2 on the significant and insignificant neurons (one subset may be empty: a skipped row), plus the
+    # all-neuron CAE-FR2 run they come from
+    assert sorted((r["label"], r["subset"]) for r in rows) == [("CAE-FR2", "all"), ("CAE-FR2", "insig"),
+                                                               ("CAE-FR2", "sig")]
+    report = (out / "table3" / "report.md").read_text()
+    assert "**Incomplete**: 3 of the 12 runs of this target have ended" in report
+    before = (out / "results.csv").read_text()
+    capsys.readouterr()
+    assert main(base + ["--report-only"]) == 0
+    assert (out / "results.csv").read_text() == before  # nothing trained
+    assert "report only, from the 3 ended runs" in (out / "table3" / "report.md").read_text()
+    assert "report:" in capsys.readouterr().out
+
+
+def test_only_and_report_only_refuse_what_cannot_apply(tiny_data, tmp_path, capsys):
+    base = ["reproduce", "table2", "--data", tiny_data, "--regions", "3", "--quick", "--out", str(tmp_path / "s")]
+    assert main(base + ["--only", "VAE*"]) == 2
+    assert "--only 'VAE*' matches no configuration of this target; its labels are: CAE, CAE-FR1" in \
+        capsys.readouterr().err
+    assert main(base + ["--report-only"]) == 2
+    assert "needs a sweep folder with a results.csv" in capsys.readouterr().err
+    assert main(base + ["--report-only", "--grid", "--only", "CAE"]) == 2
+    assert "--report-only trains nothing, so --grid, --only cannot apply; leave them out" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
